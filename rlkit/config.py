@@ -1,0 +1,102 @@
+"""Helpers for configs: frozen dataclasses validated before anything compiles.
+
+Numeric (float) fields may also hold JAX tracers when a run vmaps over
+hyperparameters; the checks here skip tracers, since their values were checked
+as concrete numbers before the vmap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+
+
+def _concrete(value: Any) -> bool:
+    return not isinstance(value, jax.core.Tracer)
+
+
+def check_positive(name: str, value: Any) -> None:
+    """Raise a ValueError naming ``name`` unless ``value > 0``."""
+    if _concrete(value) and not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+def check_non_negative(name: str, value: Any) -> None:
+    if _concrete(value) and not value >= 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+
+
+def check_unit_interval(name: str, value: Any, *, closed_low: bool = True) -> None:
+    """Raise unless ``value`` lies in [0, 1] (or (0, 1] with ``closed_low=False``)."""
+    if not _concrete(value):
+        return
+    ok = (0 <= value <= 1) if closed_low else (0 < value <= 1)
+    if not ok:
+        bounds = "[0, 1]" if closed_low else "(0, 1]"
+        raise ValueError(f"{name} must lie in {bounds}, got {value!r}")
+
+
+def check_divides(name: str, divisor: int, total_name: str, total: int) -> None:
+    """Raise unless ``divisor`` divides ``total`` exactly."""
+    if divisor <= 0 or total % divisor:
+        raise ValueError(
+            f"{name}={divisor} must divide {total_name}={total} exactly "
+            f"(divisors that fit: {_divisors(total)})"
+        )
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0][:24]
+
+
+def field_types(config_cls: type) -> dict[str, Any]:
+    """The resolved type of each field of a dataclass."""
+    hints = typing.get_type_hints(config_cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(config_cls)}
+
+
+def vmappable_fields(config: Any) -> list[str]:
+    """Fields that can be vmapped over (float-typed: learning rates, coefficients)."""
+    return [name for name, t in field_types(type(config)).items() if t is float]
+
+
+def parse_value(config_cls: type, name: str, text: str) -> Any:
+    """Parse ``text`` as the value of field ``name`` of ``config_cls``."""
+    types = field_types(config_cls)
+    if name not in types:
+        raise ValueError(
+            f"--set {name}: {config_cls.__module__}.{config_cls.__name__} has no field "
+            f"{name!r}; fields: {', '.join(types)}"
+        )
+    t = types[name]
+    try:
+        if t is bool:
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes")
+        if t is int:
+            return int(float(text)) if float(text).is_integer() else int(text)
+        if t is float:
+            return float(text)
+        if t is str:
+            return text
+        if typing.get_origin(t) is tuple:
+            return tuple(int(v) for v in text.replace(" ", "").strip("()").split(",") if v)
+    except ValueError:
+        raise ValueError(f"--set {name}={text}: expected a value of type {t}") from None
+    raise ValueError(f"--set {name}: fields of type {t} cannot be set from the command line")
+
+
+def override(config: Any, values: Mapping[str, str]) -> Any:
+    """A copy of ``config`` with fields set from strings (``--set name=value``), validated."""
+    parsed = {name: parse_value(type(config), name, text) for name, text in values.items()}
+    return dataclasses.replace(config, **parsed)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-friendly dict of a config's fields."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}

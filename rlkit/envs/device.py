@@ -1,0 +1,153 @@
+"""Environments on the device: gymnax 1.x behind one small, explicit wrapper.
+
+``DeviceEnv`` keeps gymnax's explicit ``state``/``params`` style and adds what a
+training loop needs: flat float32 observations, episode statistics, and the
+final observation of an episode kept apart from the auto-reset one, so a
+time-limit truncation can bootstrap from it while a termination does not.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from gymnax.environments import spaces
+
+from rlkit.types import EnvSpec
+
+
+class EpisodeState(NamedTuple):
+    """The wrapped environment state plus running episode statistics."""
+
+    env_state: Any
+    episode_return: jax.Array
+    episode_length: jax.Array
+
+
+class EnvStep(NamedTuple):
+    """The result of one ``DeviceEnv.step``.
+
+    Attributes:
+      obs: the observation to act on next (the reset observation after an episode end).
+      reward: reward for the action.
+      terminated: the episode reached a terminal state.
+      truncated: the episode hit its time limit (and did not terminate).
+      next_obs: the observation the action led to, before any auto-reset.
+      episode_return: return of the episode that ended here (0 where it did not).
+      episode_length: length of the episode that ended here (0 where it did not).
+    """
+
+    obs: jax.Array
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    next_obs: jax.Array
+    episode_return: jax.Array
+    episode_length: jax.Array
+
+
+def _flatten(obs: jax.Array) -> jax.Array:
+    return jnp.reshape(obs, (-1,)).astype(jnp.float32)
+
+
+class DeviceEnv:
+    """A single gymnax environment with flat observations and episode statistics.
+
+    Vectorize with ``jax.vmap`` over keys, states and actions (params shared).
+    """
+
+    def __init__(self, env: Any, params: Any, env_id: str | None = None):
+        self.env = env
+        self.default_params = params
+        self.env_id = env_id or type(env).__name__
+        self.spec = _spec_from_gymnax(env, params)
+
+    @property
+    def max_episode_steps(self) -> int:
+        return int(self.default_params.max_steps_in_episode)
+
+    def reset(self, key: jax.Array, params: Any = None) -> tuple[jax.Array, EpisodeState]:
+        params = self.default_params if params is None else params
+        obs, env_state = self.env.reset(key, params)
+        zero = jnp.zeros((), jnp.float32)
+        return _flatten(obs), EpisodeState(env_state, zero, jnp.zeros((), jnp.int32))
+
+    def step(
+        self, key: jax.Array, state: EpisodeState, action: jax.Array, params: Any = None
+    ) -> tuple[EpisodeState, EnvStep]:
+        params = self.default_params if params is None else params
+        obs, env_state, reward, terminated, truncated, info = self.env.step(
+            key, state.env_state, action, params
+        )
+        reward = jnp.asarray(reward, jnp.float32)
+        terminated = jnp.asarray(terminated, bool)
+        truncated = jnp.logical_and(jnp.asarray(truncated, bool), ~terminated)
+        done = terminated | truncated
+        episode_return = state.episode_return + reward
+        episode_length = state.episode_length + 1
+        step = EnvStep(
+            obs=_flatten(obs),
+            reward=reward,
+            terminated=terminated,
+            truncated=truncated,
+            next_obs=_flatten(info["final_observation"]),
+            episode_return=jnp.where(done, episode_return, 0.0),
+            episode_length=jnp.where(done, episode_length, 0),
+        )
+        new_state = EpisodeState(
+            env_state,
+            jnp.where(done, 0.0, episode_return),
+            jnp.where(done, 0, episode_length),
+        )
+        return new_state, step
+
+
+def _spec_from_gymnax(env: Any, params: Any) -> EnvSpec:
+    obs_space = env.observation_space(params)
+    obs_size = int(np.prod(obs_space.shape)) if obs_space.shape else 1
+    action_space = env.action_space(params)
+    if isinstance(action_space, spaces.Discrete):
+        return EnvSpec((obs_size,), "discrete", int(action_space.n))
+    if isinstance(action_space, spaces.Box):
+        shape = tuple(action_space.shape) or (1,)
+        low = np.broadcast_to(np.asarray(action_space.low, np.float32), shape)
+        high = np.broadcast_to(np.asarray(action_space.high, np.float32), shape)
+        return EnvSpec((obs_size,), "continuous", int(np.prod(shape)), low, high)
+    raise ValueError(
+        f"action space {action_space!r} is not supported: rlkit handles Discrete and Box"
+    )
+
+
+def env_ids() -> list[str]:
+    """Every environment id ``make`` accepts."""
+    import gymnax
+
+    return list(gymnax.registered_envs)
+
+
+def make(env_id: str, **env_kwargs: Any) -> DeviceEnv:
+    """Make a device environment from a gymnax id (classic control, bsuite, MinAtar, misc).
+
+    Raises:
+      ValueError: for an unknown id, naming the closest known ids.
+    """
+    import gymnax
+
+    known = env_ids()
+    if env_id not in known:
+        close = difflib.get_close_matches(env_id, known, n=3, cutoff=0.4)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"env: unknown environment id {env_id!r}.{hint} "
+            f"Known ids: {', '.join(known)}."
+        )
+    env, params = gymnax.make(env_id, **env_kwargs)
+    return DeviceEnv(env, params, env_id)
+
+
+def wrap(env: Any, params: Any = None, env_id: str | None = None) -> DeviceEnv:
+    """Wrap any gymnax-1.x-style environment (e.g. a custom or test environment)."""
+    return DeviceEnv(env, env.default_params if params is None else params, env_id)

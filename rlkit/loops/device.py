@@ -1,0 +1,303 @@
+"""The on-device training loop: pure, jittable, scanned, vmappable over seeds and hyperparameters.
+
+One loop iteration (an "update step"): ``rollout_length`` environment steps on
+``num_envs`` environments with ``agent.act``; then either ``agent.update`` on
+the fresh rollout (on-policy) or ``replay.add`` and ``updates_per_rollout``
+sampled updates (off-policy). A *chunk* is a ``lax.scan`` over several update
+steps that returns per-chunk means only, so memory stays bounded however long
+the run; the host takes control between chunks (logging, evaluation,
+checkpoints). ``Trainer.train(key, hparams)`` is the whole run as one pure
+function.
+
+``hparams`` maps float fields of the agent's config (``learning_rate``,
+``ent_coef``, ...) to scalars that override the config *inside* the trace, so
+``jax.vmap`` over a vector of learning rates compiles once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from types import ModuleType
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rlkit import config as cfg
+from rlkit.envs.device import DeviceEnv, EpisodeState
+from rlkit.replay import device as device_replay
+from rlkit.types import Agent, AgentState, ExperienceSpec, Trajectory, Transition
+
+HParams = Mapping[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """How long to train and how often the host takes control.
+
+    Attributes:
+      total_steps: environment steps (all envs) to train for; rounded down to
+        whole update steps (the exact figure is ``Trainer.plan.total_steps``).
+      num_chunks: about how many chunks to split the run into (logging points).
+      eval_episodes: episodes of the deterministic policy in each evaluation.
+    """
+
+    total_steps: int
+    num_chunks: int = 20
+    eval_episodes: int = 32
+
+    def __post_init__(self):
+        if not isinstance(self.total_steps, int) or self.total_steps <= 0:
+            raise ValueError(f"steps (total_steps) must be a positive integer, got {self.total_steps!r}")
+        if self.num_chunks < 1:
+            raise ValueError(f"num_chunks must be >= 1, got {self.num_chunks}")
+        if self.eval_episodes < 1:
+            raise ValueError(f"eval_episodes must be >= 1, got {self.eval_episodes}")
+
+
+class ChunkPlan(NamedTuple):
+    num_chunks: int
+    updates_per_chunk: int
+    steps_per_update: int
+
+    @property
+    def total_steps(self) -> int:
+        return self.num_chunks * self.updates_per_chunk * self.steps_per_update
+
+
+def plan_chunks(total_steps: int, steps_per_update: int, target_chunks: int) -> ChunkPlan:
+    """Split ``total_steps // steps_per_update`` updates into equal chunks.
+
+    Prefers a chunk count near ``target_chunks`` that divides the updates
+    exactly; otherwise drops the remainder (fewer than one chunk's updates).
+    """
+    num_updates = total_steps // steps_per_update
+    if num_updates < 1:
+        raise ValueError(
+            f"steps={total_steps} is fewer than one update step "
+            f"(num_envs * num_steps = {steps_per_update})"
+        )
+    target = max(1, min(target_chunks, num_updates))
+    for chunks in [*range(target, max(1, target // 2) - 1, -1), *range(target + 1, 4 * target + 1)]:
+        if chunks <= num_updates and num_updates % chunks == 0:
+            return ChunkPlan(chunks, num_updates // chunks, steps_per_update)
+    return ChunkPlan(target, num_updates // target, steps_per_update)
+
+
+class ActorState(NamedTuple):
+    """Where the environments are: their states, the next observations, the actor's carry."""
+
+    env_state: EpisodeState
+    obs: jax.Array
+    carry: Any
+
+
+class TrainCarry(NamedTuple):
+    """Everything a run is: one pytree to vmap, donate and checkpoint."""
+
+    agent_state: AgentState
+    actor: ActorState
+    replay_state: Any  # () for on-policy agents
+    key: jax.Array
+    env_steps: jax.Array
+
+
+class EpisodeStats(NamedTuple):
+    return_sum: jax.Array
+    length_sum: jax.Array
+    count: jax.Array
+
+
+def rollout(
+    env: DeviceEnv, agent: Agent, agent_state: AgentState, start: ActorState,
+    key: jax.Array, num_steps: int,
+) -> tuple[ActorState, Trajectory, EpisodeStats]:
+    """Step ``num_envs`` environments ``num_steps`` times with ``agent.act``."""
+    num_envs = start.obs.shape[0]
+    fresh_carry = agent.init_carry(num_envs)
+
+    def step(actor: ActorState, step_key):
+        act_key, env_key = jax.random.split(step_key)
+        out = agent.act(agent_state, actor.obs, actor.carry, act_key)
+        env_state, result = jax.vmap(env.step)(
+            jax.random.split(env_key, num_envs), actor.env_state, out.action
+        )
+        done = result.terminated | result.truncated
+        carry = jax.tree.map(
+            lambda fresh, c: jnp.where(done.reshape(-1, *[1] * (c.ndim - 1)), fresh, c),
+            fresh_carry, out.carry,
+        )
+        transition = Trajectory(
+            actor.obs, out.action, result.reward, result.terminated, result.truncated,
+            result.next_obs, out.extras,
+        )
+        stats = EpisodeStats(
+            jnp.sum(result.episode_return), jnp.sum(result.episode_length), jnp.sum(done)
+        )
+        return ActorState(env_state, result.obs, carry), (transition, stats)
+
+    end, (trajectory, stats) = jax.lax.scan(step, start, jax.random.split(key, num_steps))
+    return end, trajectory, jax.tree.map(jnp.sum, stats)
+
+
+def evaluate_policy(
+    env: DeviceEnv, agent: Agent, agent_state: AgentState, key: jax.Array, num_episodes: int
+) -> jax.Array:
+    """Undiscounted returns of ``num_episodes`` episodes of the deterministic policy."""
+    reset_key, key = jax.random.split(key)
+    obs, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, num_episodes))
+
+    class Loop(NamedTuple):
+        actor: ActorState
+        returns: jax.Array
+        done: jax.Array
+        t: jax.Array
+        key: jax.Array
+
+    def cond(loop: Loop):
+        return (loop.t < env.max_episode_steps) & ~jnp.all(loop.done)
+
+    def body(loop: Loop):
+        key, act_key, env_key = jax.random.split(loop.key, 3)
+        out = agent.act(agent_state, loop.actor.obs, loop.actor.carry, act_key, deterministic=True)
+        env_state, result = jax.vmap(env.step)(
+            jax.random.split(env_key, num_episodes), loop.actor.env_state, out.action
+        )
+        returns = loop.returns + jnp.where(loop.done, 0.0, result.reward)
+        done = loop.done | result.terminated | result.truncated
+        return Loop(ActorState(env_state, result.obs, out.carry), returns, done, loop.t + 1, key)
+
+    start = Loop(
+        ActorState(env_state, obs, agent.init_carry(num_episodes)),
+        jnp.zeros(num_episodes), jnp.zeros(num_episodes, bool), jnp.zeros((), jnp.int32), key,
+    )
+    return jax.lax.while_loop(cond, body, start).returns
+
+
+class Trainer(NamedTuple):
+    """A run's pure functions; vmap them over seeds (keys) and hyperparameters.
+
+    Attributes:
+      init: ``(key, hparams) -> TrainCarry``.
+      run_chunk: ``(carry, hparams) -> (carry, metrics)``; metrics are chunk means.
+      evaluate: ``(agent_state, key, hparams) -> returns [eval_episodes]``.
+      train: ``(key, hparams) -> (carry, metrics [num_chunks])``, the whole run.
+      plan: the chunking of the run.
+      experience: how the loop feeds the agent.
+    """
+
+    init: Callable[[jax.Array, HParams], TrainCarry]
+    run_chunk: Callable[[TrainCarry, HParams], tuple[TrainCarry, dict]]
+    evaluate: Callable[[AgentState, jax.Array, HParams], jax.Array]
+    train: Callable[[jax.Array, HParams], tuple[TrainCarry, dict]]
+    plan: ChunkPlan
+    experience: ExperienceSpec
+
+
+def make_trainer(agent_module: ModuleType, config: Any, env: DeviceEnv, run: RunConfig) -> Trainer:
+    """Wire an agent module (``make``/``experience``), its config and an environment into a Trainer.
+
+    Everything is validated here, before anything compiles.
+    """
+    experience = agent_module.experience(config)
+    plan = plan_chunks(run.total_steps, experience.steps_per_update, run.num_chunks)
+    # Building the agent once checks that it fits the environment (e.g. action space).
+    agent_module.make(config, env.spec, plan.total_steps)
+    if experience.kind == "transitions" and experience.min_size >= plan.total_steps:
+        raise ValueError(
+            f"steps={run.total_steps} ends before learning starts "
+            f"(learning_starts/batch_size need {experience.min_size} transitions)"
+        )
+    allowed = set(cfg.vmappable_fields(config))
+
+    def build(hparams: HParams):
+        unknown = set(hparams) - allowed
+        if unknown:
+            raise ValueError(
+                f"hparams {sorted(unknown)} cannot vary inside one compile; "
+                f"numeric fields that can: {sorted(allowed)}"
+            )
+        run_config = dataclasses.replace(config, **hparams) if hparams else config
+        agent = agent_module.make(run_config, env.spec, plan.total_steps)
+        spec = agent_module.experience(run_config)
+        return agent, spec
+
+    def make_replay(agent: Agent, spec: ExperienceSpec, agent_state: AgentState):
+        obs = jnp.zeros(env.spec.observation_shape, jnp.float32)
+        action = jax.eval_shape(
+            lambda: agent.act(agent_state, obs[None], agent.init_carry(1), jax.random.key(0)).action
+        )
+        example = Transition(
+            obs, jnp.zeros(action.shape[1:], action.dtype), jnp.zeros(()), jnp.zeros(()), obs,
+            jnp.zeros((), bool),
+        )
+        return device_replay.make(spec, example)
+
+    def init(key, hparams: HParams = {}) -> TrainCarry:
+        agent, spec = build(hparams)
+        agent_key, env_key, key = jax.random.split(key, 3)
+        agent_state = agent.init(agent_key)
+        obs, env_state = jax.vmap(env.reset)(jax.random.split(env_key, spec.num_envs))
+        actor = ActorState(env_state, obs, agent.init_carry(spec.num_envs))
+        replay_state = make_replay(agent, spec, agent_state).init() if spec.kind == "transitions" else ()
+        return TrainCarry(agent_state, actor, replay_state, key, jnp.zeros((), jnp.int32))
+
+    def update_step(agent: Agent, spec: ExperienceSpec, carry: TrainCarry):
+        key, rollout_key, learn_key = jax.random.split(carry.key, 3)
+        actor, trajectory, episodes = rollout(
+            env, agent, carry.agent_state, carry.actor, rollout_key, spec.rollout_length
+        )
+        env_steps = carry.env_steps + spec.steps_per_update
+        if spec.kind == "rollout":
+            agent_state, metrics = agent.update(carry.agent_state, trajectory, learn_key)
+            replay_state, learned = carry.replay_state, jnp.ones(())
+        else:
+            replay = make_replay(agent, spec, carry.agent_state)
+            replay_state = replay.add(carry.replay_state, trajectory)
+
+            def learn(agent_state):
+                def one_update(agent_state, k):
+                    sample_key, update_key = jax.random.split(k)
+                    return agent.update(agent_state, replay.sample(replay_state, sample_key), update_key)
+
+                keys = jax.random.split(learn_key, spec.updates_per_rollout)
+                agent_state, metrics = jax.lax.scan(one_update, agent_state, keys)
+                return agent_state, jax.tree.map(jnp.mean, metrics)
+
+            def wait(agent_state):
+                shapes = jax.eval_shape(learn, agent_state)[1]
+                return agent_state, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+            ready = (env_steps >= spec.min_size) & replay.can_sample(replay_state)
+            agent_state, metrics = jax.lax.cond(ready, learn, wait, carry.agent_state)
+            learned = ready.astype(jnp.float32)
+        new_carry = TrainCarry(agent_state, actor, replay_state, key, env_steps)
+        return new_carry, (metrics, learned, episodes)
+
+    def run_chunk(carry: TrainCarry, hparams: HParams = {}):
+        agent, spec = build(hparams)
+        carry, (metrics, learned, episodes) = jax.lax.scan(
+            lambda c, _: update_step(agent, spec, c), carry, None, length=plan.updates_per_chunk
+        )
+        num_learned = jnp.sum(learned)
+        summary = {
+            name: jnp.where(num_learned > 0, jnp.sum(value * learned) / jnp.maximum(num_learned, 1), jnp.nan)
+            for name, value in metrics.items()
+        }
+        count = jnp.sum(episodes.count)
+        summary["episode_return"] = jnp.where(count > 0, jnp.sum(episodes.return_sum) / jnp.maximum(count, 1), jnp.nan)
+        summary["episode_length"] = jnp.where(count > 0, jnp.sum(episodes.length_sum) / jnp.maximum(count, 1), jnp.nan)
+        summary["episodes"] = count
+        summary["env_steps"] = carry.env_steps
+        return carry, summary
+
+    def evaluate(agent_state: AgentState, key: jax.Array, hparams: HParams = {}) -> jax.Array:
+        agent, _ = build(hparams)
+        return evaluate_policy(env, agent, agent_state, key, run.eval_episodes)
+
+    def train(key, hparams: HParams = {}):
+        carry = init(key, hparams)
+        return jax.lax.scan(lambda c, _: run_chunk(c, hparams), carry, None, length=plan.num_chunks)
+
+    return Trainer(init, run_chunk, evaluate, train, plan, experience)

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Build (or reuse) one pinned world and print its venv path on stdout.
+#
+#   bash scripts/env.sh core     -> .venv-core    from requirements/core.lock   (numpy 2, newest jax)
+#   bash scripts/env.sh reverb   -> .venv-reverb  from requirements/reverb.lock (dm-reverb + TF 2.15)
+#
+# Needs only Python 3.11 and pip (no uv): the lock is installed with
+# `pip install --no-deps -r requirements/WORLD.lock`, then rlkit with `pip install --no-deps -e .`.
+# --no-deps is deliberate: the Reverb world overrides TF's ml-dtypes bound (see
+# requirements/reverb-overrides.txt), which pip's resolver would refuse.
+#
+# Idempotent and fast when built: stamps in the venv hold hashes of
+#   - the lock + interpreter version: if changed (or a build was interrupted), the venv is
+#     deleted and rebuilt from scratch, so no stale packages survive;
+#   - pyproject.toml: if only that changed, just `pip install --no-deps -e .` is re-run.
+# All progress goes to stderr; stdout is only the venv path, so VENV=$(bash scripts/env.sh core).
+#
+# Environment: RLKIT_PYTHON      interpreter to build with (default: python3.11)
+#              RLKIT_REBUILD=1   force a full rebuild
+set -euo pipefail
+
+usage() { echo "usage: bash scripts/env.sh core|reverb" >&2; exit 2; }
+[[ $# -eq 1 ]] || usage
+WORLD="$1"
+case "$WORLD" in core|reverb) ;; *) usage ;; esac
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOCK="$ROOT/requirements/$WORLD.lock"
+VENV="$ROOT/.venv-$WORLD"
+LOCK_STAMP="$VENV/.rlkit-lock-stamp"
+PROJ_STAMP="$VENV/.rlkit-project-stamp"
+PY="${RLKIT_PYTHON:-python3.11}"
+
+log() { echo "[env.sh $WORLD] $*" >&2; }
+
+[[ -f "$LOCK" ]] || { log "missing $LOCK"; exit 1; }
+command -v "$PY" >/dev/null 2>&1 || { log "$PY not found (Python 3.11 is required)"; exit 1; }
+PYVER="$("$PY" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
+[[ "$PYVER" == 3.11.* ]] || { log "$PY is Python $PYVER; the locks are for Python 3.11"; exit 1; }
+
+# sha256 of files plus a tag (hashlib: no sha256sum needed).
+hash_of() {
+  "$PY" - "$@" <<'EOF'
+import hashlib, sys
+h = hashlib.sha256(sys.argv[1].encode())
+for path in sys.argv[2:]:
+    with open(path, "rb") as f:
+        h.update(b"\0" + f.read())
+print(h.hexdigest())
+EOF
+}
+WANT_LOCK="$(hash_of "python=$PYVER world=$WORLD" "$LOCK")"
+WANT_PROJ="$(hash_of "project" "$ROOT/pyproject.toml")"
+
+stamp_ok() { [[ -f "$1" && "$(cat "$1")" == "$2" ]]; }
+
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+VPY="$VENV/bin/python"
+# pip in the venv, output on stderr, minus the noise of local file:// indexes lacking a package.
+pip_q() {
+  "$VPY" -m pip "$@" 2>&1 | { grep -v "^WARNING: Location 'file:.*' is ignored" || true; } >&2
+}
+install_project() {
+  log "installing rlkit (editable, --no-deps)"
+  rm -f "$PROJ_STAMP"
+  pip_q install -q --no-deps -e "$ROOT"
+  echo "$WANT_PROJ" > "$PROJ_STAMP"
+}
+
+start=$SECONDS
+if [[ "${RLKIT_REBUILD:-0}" != 1 ]] && stamp_ok "$LOCK_STAMP" "$WANT_LOCK" \
+   && "$VPY" -c '' 2>/dev/null; then
+  if ! stamp_ok "$PROJ_STAMP" "$WANT_PROJ"; then
+    log "pyproject.toml changed"
+    install_project
+    log "updated in $((SECONDS - start)) s"
+  fi
+  echo "$VENV"
+  exit 0
+fi
+
+if [[ -e "$VENV" || -L "$VENV" ]]; then
+  log "lock or interpreter changed (or last build unfinished): rebuilding $VENV"
+  rm -rf "$VENV"
+fi
+
+log "creating $VENV with $PY ($PYVER)"
+if ! "$PY" -m venv "$VENV" >&2; then
+  # Pythons without ensurepip (e.g. Debian's without python3.11-venv): make a bare venv
+  # and let the host pip (>= 22.3, for --python) put pip into it.
+  log "python -m venv failed; retrying without ensurepip"
+  rm -rf "$VENV"
+  "$PY" -m venv --without-pip "$VENV" >&2
+  "$PY" -m pip --python "$VPY" install -q pip >&2
+fi
+
+log "installing $(grep -c '^[A-Za-z0-9]' "$LOCK") pinned packages from requirements/$WORLD.lock (--no-deps)"
+pip_q install -q --no-deps -r "$LOCK"
+echo "$WANT_LOCK" > "$LOCK_STAMP"
+install_project
+
+log "built in $((SECONDS - start)) s"
+echo "$VENV"

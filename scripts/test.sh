@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The one command that runs the whole test suite, in both pinned worlds:
+#   core   (numpy 2, newest jax):       python -m pytest -q tests                  (everything)
+#   reverb (dm-reverb + TF 2.15):       RLKIT_REQUIRE_REVERB=1 python -m pytest -q tests -m "not learning"
+# Learning tests run once, in the core world; reverb-marked tests must run (not skip) in the
+# Reverb world. Both worlds always run; exit status is non-zero if either failed, including
+# pytest's exit 5 (no tests collected). Extra arguments are passed to both pytest runs.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+LOGDIR="$(mktemp -d "${TMPDIR:-/tmp}/rlkit-test.XXXXXX")"
+trap 'rm -rf "$LOGDIR"' EXIT
+
+declare -A SUMMARY=()
+status=0
+
+# Build both worlds up front, so a broken lock fails fast and before any test time is spent.
+for world in core reverb; do
+  if ! bash scripts/env.sh "$world" >/dev/null; then
+    SUMMARY[$world]="FAIL (could not build .venv-$world)"
+    status=1
+  fi
+done
+
+run_world() {  # run_world WORLD [pytest args...]
+  local world="$1"; shift
+  [[ -n "${SUMMARY[$world]:-}" ]] && return   # build failed
+  echo "===== [test.sh] $world world: python -m pytest -q tests $* ====="
+  local start=$SECONDS rc last
+  bash scripts/run.sh "$world" python -m pytest -q tests "$@" 2>&1 | tee "$LOGDIR/$world.log"
+  rc=${PIPESTATUS[0]}
+  last="$(grep -E '[0-9]+ (passed|failed|error|errors|skipped|deselected)|no tests ran' "$LOGDIR/$world.log" \
+          | tail -n 1 | sed -E 's/^=+ //; s/ =+$//')"
+  case "$rc" in
+    0) SUMMARY[$world]="ok" ;;
+    5) SUMMARY[$world]="FAIL (pytest exit 5: no tests collected)"; status=1 ;;
+    *) SUMMARY[$world]="FAIL (pytest exit $rc)"; status=1 ;;
+  esac
+  SUMMARY[$world]+=" in $((SECONDS - start)) s: ${last:-no pytest summary line}"
+}
+
+run_world core "$@"
+RLKIT_REQUIRE_REVERB=1 run_world reverb -m "not learning" "$@"
+
+echo "===== [test.sh] summary ====="
+for world in core reverb; do
+  echo "[test.sh] $world world: ${SUMMARY[$world]}"
+done
+exit "$status"
