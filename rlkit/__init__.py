@@ -1,0 +1,24 @@
+"""rlkit: a functional, pure-JAX reinforcement-learning research kit.
+
+Agents are ``Agent(init, act, update)`` triples of pure functions over one
+pytree; the training loop is a jitted ``lax.scan`` that vmaps over seeds and
+hyperparameters. The core never imports TensorFlow or Reverb.
+"""
+
+from rlkit import agents, config, envs, replay
+from rlkit.agents import dqn, ppo
+from rlkit.envs import make as make_env
+from rlkit.loops.device import RunConfig, TrainCarry, Trainer, evaluate_policy, make_trainer
+from rlkit.runs.runner import CompiledRun, TrainingResult, compile_training, run_training, seed_keys
+from rlkit.stats import mean_interval
+from rlkit.types import (
+    ActOutput, Agent, AgentFactory, EnvSpec, ExperienceSpec, Trajectory, Transition,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActOutput", "Agent", "AgentFactory", "CompiledRun", "EnvSpec", "ExperienceSpec", "RunConfig", "TrainCarry", "Trainer",
+    "TrainingResult", "Trajectory", "Transition", "agents", "compile_training", "config", "dqn", "envs", "evaluate_policy",
+    "make_env", "make_trainer", "mean_interval", "ppo", "replay", "run_training", "seed_keys",
+]

@@ -190,3 +190,16 @@ class Agent(NamedTuple):
     act: ActFn
     update: UpdateFn
     init_carry: InitCarryFn = no_carry
+
+
+class AgentFactory(Protocol):
+    """What the loop needs of an agent module (or any object): ``make`` and ``experience``.
+
+    ``rlkit.agents.ppo`` is one; so is ``SimpleNamespace(make=make, experience=experience)``
+    in a baseline file. Float config fields may arrive as JAX tracers when a run vmaps over
+    hyperparameters, so ``make`` must not branch in Python on them.
+    """
+
+    def make(self, config: Any, spec: EnvSpec, total_steps: int | None = None) -> Agent: ...
+
+    def experience(self, config: Any) -> ExperienceSpec: ...

@@ -105,6 +105,10 @@ def advantages(
     )
 
 
+def _log_prob(logits: jax.Array, action: jax.Array) -> jax.Array:
+    return jnp.take_along_axis(jax.nn.log_softmax(logits), action[..., None], axis=-1)[..., 0]
+
+
 def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent:
     """Build PPO for ``spec``; ``total_steps`` sets the learning-rate annealing horizon."""
     if spec.action_kind != "discrete":
@@ -113,7 +117,6 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
             f"{spec.action_kind}; use a continuous-control agent"
         )
     network = CategoricalActorCritic(spec.num_actions, config.hidden_sizes, config.activation)
-    policy = rlax.softmax()
     batch_size = config.num_envs * config.num_steps
     minibatch_size = batch_size // config.num_minibatches
 
@@ -138,13 +141,13 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
         if deterministic:
             action = jnp.argmax(logits, axis=-1)
         else:
-            action = policy.sample(key, logits)
-        log_prob = policy.logprob(action, logits)
+            action = jax.random.categorical(key, logits)
+        log_prob = _log_prob(logits, action)
         return ActOutput(action, carry, {"log_prob": log_prob, "value": value})
 
     def loss_fn(params, batch):
         logits, value = network.apply(params, batch["obs"])
-        log_prob = policy.logprob(batch["action"], logits)
+        log_prob = _log_prob(logits, batch["action"])
         ratio = jnp.exp(log_prob - batch["log_prob"])
         adv = batch["advantage"]
         if config.normalize_advantages:
@@ -160,7 +163,8 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
             )
         else:
             value_loss = 0.5 * jnp.mean(value_error**2)
-        entropy = jnp.mean(policy.entropy(logits))
+        log_probs = jax.nn.log_softmax(logits)
+        entropy = -jnp.mean(jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1))
         loss = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy
         stats = {
             "loss": loss,

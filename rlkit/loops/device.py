@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from types import ModuleType
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -27,7 +26,7 @@ import jax.numpy as jnp
 from rlkit import config as cfg
 from rlkit.envs.device import DeviceEnv, EpisodeState
 from rlkit.replay import device as device_replay
-from rlkit.types import Agent, AgentState, ExperienceSpec, Trajectory, Transition
+from rlkit.types import Agent, AgentFactory, AgentState, ExperienceSpec, Trajectory, Transition
 
 HParams = Mapping[str, jax.Array]
 
@@ -195,8 +194,8 @@ class Trainer(NamedTuple):
     experience: ExperienceSpec
 
 
-def make_trainer(agent_module: ModuleType, config: Any, env: DeviceEnv, run: RunConfig) -> Trainer:
-    """Wire an agent module (``make``/``experience``), its config and an environment into a Trainer.
+def make_trainer(agent_module: AgentFactory, config: Any, env: DeviceEnv, run: RunConfig) -> Trainer:
+    """Wire an agent module (anything with ``make``/``experience``), its config and an environment.
 
     Everything is validated here, before anything compiles.
     """

@@ -1,0 +1,300 @@
+"""Benchmark an rlkit agent: compile and run times, throughput, final return, and the env ceiling.
+
+    python scripts/bench.py --agent ppo --env CartPole-v1 [--steps 5e5] [--set name=value ...]
+                            [--seeds 1,16] [--json OUT]
+    python scripts/bench.py --agent ppo --env CartPole-v1 --compare-rejax /work/.venv-peers/bin/python
+
+For each seed count (vmapped in one compile) it times training the way ``rlkit.run_training`` does
+(jit init and AOT lower+compile of the chunk and the evaluation, then the chunks, then the final
+greedy evaluation), reporting the three compile times apart. Beside it, the ceiling: random actions
+through a jitted ``lax.scan`` over the vmapped ``env.step``, same num_envs and seed counts, the same
+number of steps per env. The persistent compilation cache is off and in-memory caches are cleared
+before each measurement, so compile times are honest.
+
+``--compare-rejax PYTHON`` instead alternates fresh processes of this script (1 seed) and of
+/work/shared/peers/rejax_bench.py in that interpreter, with rlkit's config set to rejax_bench's
+settings (``--set`` still wins), and prints the median ratio rlkit/rejax of compile+run time.
+rejax's train includes its evaluation (initial and final, 128 episodes each), so rlkit's total is
+given with its evaluation (compile + run, 128 episodes) and without.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"  # before jax is imported, here and in children
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+import rlkit
+import rlkit.config
+
+jax.config.update("jax_enable_compilation_cache", False)
+
+REJAX_BENCH = Path("/work/shared/peers/rejax_bench.py")
+EVAL_SEED = 10_000  # as rlkit.run_training
+
+
+def rejax_settings(agent: str, steps: int) -> dict[str, str]:
+    """rlkit config values matching what rejax_bench.py runs (its settings plus rejax's defaults)."""
+    network = {"hidden_sizes": "64,64", "activation": "swish"}  # rejax's default network
+    if agent == "ppo":
+        return {
+            "num_envs": "4", "num_steps": "128", "num_epochs": "4", "num_minibatches": "4",
+            "learning_rate": "2.5e-4", "anneal_lr": "false", "max_grad_norm": "0.5", "gamma": "0.99",
+            "gae_lambda": "0.95", "clip_eps": "0.2", "ent_coef": "0.01", "vf_coef": "0.5", **network,
+        }
+    if agent == "dqn":
+        return {
+            "num_envs": "10", "num_steps": "1", "buffer_size": "10000", "batch_size": "128",
+            "learning_starts": "10000", "learning_rate": "2.5e-4", "anneal_lr": "false",
+            "target_update_freq": "500", "tau": "0.01", "gamma": "0.99", "double_q": "true",
+            "epsilon_decay_steps": str(max(1, steps // 10)), **network,
+        }
+    raise ValueError(f"--compare-rejax: no rejax_bench settings known for agent {agent!r}")
+
+
+def rounded(record: dict) -> dict:
+    """Floats to 3 decimals, for readable JSON lines."""
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in record.items()}
+
+
+def measure_training(agent: str, env_id: str, config, steps: int, num_seeds: int, eval_episodes: int) -> dict:
+    """Train ``num_seeds`` vmapped runs as rlkit.run_training does, timing each phase."""
+    jax.clear_caches()
+    env = rlkit.make_env(env_id)
+    run = rlkit.RunConfig(total_steps=steps, eval_episodes=eval_episodes)
+    trainer = rlkit.make_trainer(rlkit.agents.get(agent), config, env, run)
+    keys = rlkit.seed_keys(range(num_seeds))
+    eval_keys = rlkit.seed_keys(range(EVAL_SEED, EVAL_SEED + num_seeds))
+    hparams = {}
+
+    start = time.perf_counter()
+    carry = jax.block_until_ready(jax.jit(jax.vmap(trainer.init))(keys, hparams))
+    after_init = time.perf_counter()
+    chunk = jax.jit(jax.vmap(trainer.run_chunk), donate_argnums=0).lower(carry, hparams).compile()
+    after_chunk = time.perf_counter()
+    evaluate = jax.jit(jax.vmap(trainer.evaluate)).lower(carry.agent_state, eval_keys, hparams).compile()
+    after_eval = time.perf_counter()
+
+    for _ in range(trainer.plan.num_chunks):
+        carry, metrics = chunk(carry, hparams)
+        jax.device_get(metrics)  # the host takes each chunk's metrics, as run_training does
+    jax.block_until_ready(carry)
+    run_seconds = time.perf_counter() - after_eval
+
+    start_eval = time.perf_counter()
+    returns = np.asarray(jax.device_get(evaluate(carry.agent_state, eval_keys, hparams)))
+    eval_seconds = time.perf_counter() - start_eval
+
+    total_steps = trainer.plan.total_steps
+    return rounded({
+        "kind": "train", "agent": agent, "env": env_id, "seeds": num_seeds,
+        "num_envs": trainer.experience.num_envs, "steps": total_steps,
+        "compile_s": after_eval - start,
+        "compile_init_s": after_init - start,
+        "compile_chunk_s": after_chunk - after_init,
+        "compile_eval_s": after_eval - after_chunk,
+        "run_s": run_seconds,
+        "steps_per_s": num_seeds * total_steps / run_seconds,
+        "eval_s": eval_seconds,
+        "eval_episodes": eval_episodes,
+        "final_eval_return": float(returns.mean()),
+    })
+
+
+def measure_env_ceiling(env_id: str, num_envs: int, num_seeds: int, steps_per_env: int) -> dict:
+    """Random actions through a jitted scan over the vmapped env.step: the loop's upper bound."""
+    jax.clear_caches()
+    env = rlkit.make_env(env_id)
+    spec = env.spec
+
+    def random_actions(key):
+        if spec.action_kind == "discrete":
+            return jax.random.randint(key, (num_envs,), 0, spec.num_actions)
+        shape = (num_envs, spec.num_actions)
+        return jax.random.uniform(key, shape, minval=spec.action_low, maxval=spec.action_high)
+
+    def step(carry, _):
+        env_state, key = carry
+        key, action_key, step_key = jax.random.split(key, 3)
+        env_state, _ = jax.vmap(env.step)(
+            jax.random.split(step_key, num_envs), env_state, random_actions(action_key)
+        )
+        return (env_state, key), None
+
+    def run(key):
+        reset_key, key = jax.random.split(key)
+        _, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, num_envs))
+        (env_state, _), _ = jax.lax.scan(step, (env_state, key), None, length=steps_per_env)
+        return env_state
+
+    keys = rlkit.seed_keys(range(num_seeds))
+    start = time.perf_counter()
+    compiled = jax.jit(jax.vmap(run)).lower(keys).compile()
+    compiled_at = time.perf_counter()
+    jax.block_until_ready(compiled(keys))
+    run_seconds = time.perf_counter() - compiled_at
+    return rounded({
+        "kind": "env_ceiling", "env": env_id, "seeds": num_seeds, "num_envs": num_envs,
+        "steps": num_envs * steps_per_env, "compile_s": compiled_at - start, "run_s": run_seconds,
+        "steps_per_s": num_seeds * num_envs * steps_per_env / run_seconds,
+    })
+
+
+def print_table(records: list[dict]) -> None:
+    """One row per measurement; training rows also show their share of the env ceiling."""
+    ceiling = {r["seeds"]: r["steps_per_s"] for r in records if r["kind"] == "env_ceiling"}
+    header = f"{'measurement':<12} {'seeds':>5} {'envs':>5} {'compile s':>10} {'run s':>8} " \
+             f"{'steps/s':>12} {'of ceiling':>10} {'eval s':>7} {'eval return':>11}"
+    print(header)
+    print("-" * len(header))
+    for r in records:
+        train = r["kind"] == "train"
+        share = f"{r['steps_per_s'] / ceiling[r['seeds']]:.1%}" if train and r["seeds"] in ceiling else ""
+        eval_s = f"{r['eval_s']:.2f}" if train else ""
+        eval_return = f"{r['final_eval_return']:.1f}" if train else ""
+        print(
+            f"{r['kind']:<12} {r['seeds']:>5} {r['num_envs']:>5} {r['compile_s']:>10.2f} {r['run_s']:>8.2f} "
+            f"{r['steps_per_s']:>12,.0f} {share:>10} {eval_s:>7} {eval_return:>11}"
+        )
+
+
+def run_json(command: list[str]) -> dict:
+    """Run a benchmark process that writes JSON to the path given after --json; return that JSON."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        subprocess.run([*command, "--json", str(out)], check=True, stdout=subprocess.DEVNULL)
+        return json.loads(out.read_text())
+
+
+def compare_rejax(args: argparse.Namespace, sets: dict[str, str]) -> list[dict]:
+    """Alternate fresh rlkit and rejax processes (1 seed); print medians and the rlkit/rejax ratios."""
+    print(f"rlkit settings matching rejax_bench: {' '.join(f'{k}={v}' for k, v in sets.items())}")
+    rlkit_command = [
+        sys.executable, __file__, "--agent", args.agent, "--env", args.env, "--steps", str(args.steps),
+        "--seeds", "1", "--no-ceiling", "--eval-episodes", "128",
+        *[arg for name, value in sets.items() for arg in ("--set", f"{name}={value}")],
+    ]
+    rejax_command = [
+        args.compare_rejax, str(REJAX_BENCH), args.agent, args.env, "--seeds", "1", "--steps", str(args.steps),
+    ]
+    rows = []
+    for repeat in range(args.repeats):
+        ours = run_json(rlkit_command)["results"][0]
+        theirs = run_json(rejax_command)
+        row = {
+            "kind": "compare", "repeat": repeat, "agent": args.agent, "env": args.env,
+            "rlkit_steps": ours["steps"], "rejax_steps": theirs["steps"],
+            "rlkit_total_s": ours["compile_s"] + ours["run_s"] + ours["eval_s"],
+            "rlkit_total_without_eval_s": ours["compile_init_s"] + ours["compile_chunk_s"] + ours["run_s"],
+            "rlkit_compile_s": ours["compile_s"], "rlkit_run_s": ours["run_s"] + ours["eval_s"],
+            "rejax_total_s": theirs["compile_s"] + theirs["run_s"],
+            "rejax_compile_s": theirs["compile_s"], "rejax_run_s": theirs["run_s"],
+            "rlkit_greedy_eval_return": ours["final_eval_return"],
+            "rejax_eval_return": theirs["final_eval_return"],
+        }
+        rows.append(rounded(row))
+        print(json.dumps(rows[-1]), flush=True)
+
+    def median(name):
+        return statistics.median(row[name] for row in rows)
+
+    def ratio(ours, theirs):
+        return statistics.median(row[ours] / row[theirs] for row in rows)
+
+    summary = rounded({
+        "kind": "compare_summary", "agent": args.agent, "env": args.env, "steps": args.steps,
+        "repeats": args.repeats, **{f"median_{k}": median(k) for k in rows[0] if k.endswith("_s")},
+        "ratio_total": ratio("rlkit_total_s", "rejax_total_s"),
+        "ratio_total_without_eval": ratio("rlkit_total_without_eval_s", "rejax_total_s"),
+        "ratio_compile": ratio("rlkit_compile_s", "rejax_compile_s"),
+        "ratio_run": ratio("rlkit_run_s", "rejax_run_s"),
+        "median_rlkit_greedy_eval_return": median("rlkit_greedy_eval_return"),
+        "median_rejax_eval_return": median("rejax_eval_return"),
+    })
+    print(json.dumps(summary))
+    print(
+        f"\n{args.agent} on {args.env}, {args.steps:,} steps, 1 seed, median of {args.repeats} (compile + run, s):\n"
+        f"  rlkit incl. eval   {summary['median_rlkit_total_s']:7.2f}   ratio rlkit/rejax {summary['ratio_total']:.2f}\n"
+        f"  rlkit excl. eval   {summary['median_rlkit_total_without_eval_s']:7.2f}   "
+        f"ratio rlkit/rejax {summary['ratio_total_without_eval']:.2f}\n"
+        f"  rejax (incl. eval) {summary['median_rejax_total_s']:7.2f}\n"
+        f"  compile ratio {summary['ratio_compile']:.2f}, run ratio {summary['ratio_run']:.2f}\n"
+        f"  final return: rlkit {summary['median_rlkit_greedy_eval_return']:.1f} (greedy, 128 episodes), "
+        f"rejax {summary['median_rejax_eval_return']:.1f} (its act policy, 128 episodes)"
+    )
+    return [*rows, summary]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--agent", required=True, help="agent name: " + ", ".join(rlkit.agents.REGISTRY))
+    parser.add_argument("--env", required=True, help="gymnax environment id")
+    parser.add_argument("--steps", type=lambda text: int(float(text)), default=500_000,
+                        help="environment steps per seed (default 5e5)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE",
+                        type=lambda text: tuple(part.strip() for part in text.split("=", 1)),
+                        help="override a config field (repeatable), as in `python -m rlkit train`")
+    parser.add_argument("--seeds", type=lambda text: [int(s) for s in text.split(",")], default=[1, 16],
+                        help="comma-separated seed counts, each vmapped in one compile (default 1,16)")
+    parser.add_argument("--eval-episodes", type=int, default=32, help="final evaluation episodes per seed")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the raw environment step rate")
+    parser.add_argument("--json", help="write all results to this file")
+    parser.add_argument("--compare-rejax", metavar="VENV_PYTHON",
+                        help="compare with rejax_bench.py run in this interpreter (1 seed) instead")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs per library (--compare-rejax)")
+    args = parser.parse_args(argv)
+    if any(len(pair) != 2 for pair in args.sets):
+        parser.error("--set expects NAME=VALUE")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:  # everything is checked before anything compiles; rlkit's messages say what to change
+        module = rlkit.agents.get(args.agent)
+        sets = dict(args.sets)
+        if args.compare_rejax:
+            sets = {**rejax_settings(args.agent, args.steps), **sets}
+        config = rlkit.config.override(module.Config(), sets)
+        rlkit.make_trainer(module, config, rlkit.make_env(args.env), rlkit.RunConfig(total_steps=args.steps))
+    except ValueError as error:
+        print(f"bench: error: {error}", file=sys.stderr)
+        return 2
+
+    if args.compare_rejax:
+        records = compare_rejax(args, sets)
+    else:
+        records = []
+        for num_seeds in args.seeds:
+            records.append(
+                measure_training(args.agent, args.env, config, args.steps, num_seeds, args.eval_episodes)
+            )
+            print(json.dumps(records[-1]), flush=True)
+            if not args.no_ceiling:
+                num_envs = module.experience(config).num_envs
+                steps_per_env = records[-1]["steps"] // num_envs
+                records.append(measure_env_ceiling(args.env, num_envs, num_seeds, steps_per_env))
+                print(json.dumps(records[-1]), flush=True)
+        print()
+        print_table(records)
+    if args.json:
+        document = {"agent": args.agent, "env": args.env, "config": rlkit.config.to_dict(config),
+                    "device": str(jax.devices()[0]), "results": records}
+        Path(args.json).write_text(json.dumps(document, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""The train command: records it writes and the errors it gives before compiling."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from rlkit.cli import main
+
+
+def test_train_writes_results_and_metrics(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main([
+        "train", "--agent", "ppo", "--env", "CartPole-v1", "--seeds", "2", "--steps", "1024",
+        "--out", str(out), "--chunks", "2", "--eval-episodes", "3",
+        "--set", "num_envs=4", "--set", "num_steps=32", "--set", "hidden_sizes=16,16",
+        "--set", "learning_rate=1e-3",
+    ])
+    assert code == 0
+    printed = capsys.readouterr()
+    assert "mean" in printed.out and "95% CI" in printed.out
+    results = json.loads((out / "results.json").read_text())
+    assert results["agent"] == "ppo" and results["env"] == "CartPole-v1"
+    assert results["config"]["learning_rate"] == 1e-3 and results["config"]["hidden_sizes"] == [16, 16]
+    assert results["total_steps"] == 1024 and results["seeds"] == [0, 1]
+    assert len(results["final_eval_return"]["per_seed"]) == 2
+    for key in ("compile_seconds", "run_seconds", "steps_per_second"):
+        assert results[key] > 0
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and lines[-1]["env_steps"] == 1024
+    assert len(lines[0]["per_seed"]["episode_return"]) == 2 and "loss" in lines[0]["mean"]
+    # A second run into the same directory must not clobber the first.
+    assert main(["train", "--agent", "ppo", "--env", "CartPole-v1", "--steps", "1024", "--out", str(out)]) == 2
+    assert "already holds" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--agent", "ppo", "--env", "CartPol-v1"], "Did you mean CartPole-v1"),
+    (["--agent", "dqn", "--env", "Pendulum-v1"], "agent dqn: needs a discrete action space"),
+    (["--agent", "ppo", "--env", "CartPole-v1", "--set", "num_minibatches=3"], "num_minibatches=3 must divide"),
+    (["--agent", "ppo", "--env", "CartPole-v1", "--set", "learning_rate=0"], "learning_rate must be > 0"),
+    (["--agent", "ppo", "--env", "CartPole-v1", "--set", "lr=0.1"], "has no field 'lr'"),
+    (["--agent", "sarsa", "--env", "CartPole-v1"], "unknown agent 'sarsa'"),
+])
+def test_bad_input_fails_fast_with_a_clear_error(tmp_path, capsys, args, message):
+    start = time.perf_counter()
+    code = main(["train", *args, "--steps", "5e5", "--out", str(tmp_path / "x")])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert time.perf_counter() - start < 5, "errors must come before anything compiles"
+    assert not (tmp_path / "x").exists()
+
+
+def test_steps_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--agent", "ppo", "--env", "CartPole-v1", "--steps", "-5", "--out", "x"])
+    assert "--steps must be a positive whole number" in capsys.readouterr().err
+
+
+def test_help_lists_agents_and_envs():
+    out = subprocess.run([sys.executable, "-m", "rlkit", "train", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for name in ("ppo", "dqn", "CartPole-v1", "Breakout-MinAtar", "Catch-bsuite", "--set"):
+        assert name in out.stdout

@@ -1,0 +1,110 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import rlax
+
+from rlkit import envs
+from rlkit.agents import ppo
+from rlkit.loops.device import ActorState, rollout
+from rlkit.replay import n_step_transition, transitions
+from rlkit.types import ActOutput, Agent
+from toy_env import ToyChain
+
+
+def constant_agent(action: int) -> Agent:
+    def act(state, obs, carry, key, deterministic=False):
+        return ActOutput(jnp.full(obs.shape[:1], action, jnp.int32), carry, {})
+
+    return Agent(init=lambda key: (), act=act, update=lambda s, b, k: (s, {}))
+
+
+def toy_rollout(action: int, num_steps: int = 7):
+    env = envs.wrap(ToyChain())
+    obs, state = jax.vmap(env.reset)(jax.random.split(jax.random.key(0), 1))
+    start = ActorState(state, obs, ())
+    _, trajectory, stats = rollout(env, constant_agent(action), (), start, jax.random.key(1), num_steps)
+    return jax.tree.map(lambda x: np.asarray(x)[:, 0], trajectory), stats
+
+
+def test_truncation_keeps_final_observation_and_bootstraps():
+    traj, stats = toy_rollout(action=0)
+    # Step index 4 is the 5th step: the time limit.
+    assert traj.truncated.tolist() == [False, False, False, False, True, False, False]
+    assert not traj.terminated.any()
+    np.testing.assert_array_equal(traj.next_obs[4], [0.0, 5.0])  # final obs, not the reset one
+    np.testing.assert_array_equal(traj.obs[5], [0.0, 0.0])  # then the env was reset
+    trans = jax.tree.map(np.asarray, transitions(traj))
+    assert trans.discount_t[4] == 1.0 and trans.last_t[4]
+    assert int(stats.count) == 1 and float(stats.return_sum) == 5.0 and int(stats.length_sum) == 5
+
+
+def test_termination_does_not_bootstrap():
+    traj, _ = toy_rollout(action=1)
+    assert traj.terminated.tolist() == [False, False, True, False, False, True, False]
+    assert not traj.truncated.any()
+    np.testing.assert_array_equal(traj.next_obs[2], [3.0, 3.0])
+    trans = jax.tree.map(np.asarray, transitions(traj))
+    assert trans.discount_t[2] == 0.0 and trans.discount_t[1] == 1.0
+
+
+def test_advantages_bootstrap_at_truncation_only():
+    gamma, value = 0.5, 10.0
+    for action, end, bootstrap in [(0, 4, True), (1, 2, False)]:
+        traj, _ = toy_rollout(action)
+        v = jnp.full(traj.reward.shape, value)
+        adv = ppo.advantages(
+            jnp.asarray(traj.reward), jnp.asarray(traj.terminated), jnp.asarray(traj.truncated),
+            v, v, gamma, 1.0,
+        )
+        expected = 1.0 + (gamma * value if bootstrap else 0.0) - value
+        assert float(adv[end]) == pytest.approx(expected)
+        # One step earlier the recursion continues inside the episode.
+        assert float(adv[end - 1]) == pytest.approx(1.0 + gamma * value - value + gamma * expected)
+
+
+def test_q_targets_bootstrap_at_truncation_only():
+    gamma, q_next = 0.5, jnp.array([2.0, 4.0])
+    for action, end, expected in [(0, 4, 1.0 + gamma * 4.0), (1, 2, 1.0)]:
+        traj, _ = toy_rollout(action)
+        one = jax.tree.map(lambda x: jnp.asarray(x)[end : end + 1], transitions(traj))
+        t = n_step_transition(one, gamma)
+        td = rlax.q_learning(jnp.zeros(2), t.action_tm1, t.reward_t, t.discount_t, q_next)
+        assert float(td) == pytest.approx(expected)
+
+
+def test_n_step_stops_at_episode_end():
+    traj, _ = toy_rollout(action=1)  # terminates at index 2 and 5
+    seq = jax.tree.map(lambda x: jnp.asarray(x)[0:3], transitions(traj))
+    t = n_step_transition(seq, 0.5)
+    assert float(t.reward_t) == pytest.approx(1 + 0.5 + 0.25)
+    assert float(t.discount_t) == 0.0
+    seq = jax.tree.map(lambda x: jnp.asarray(x)[2:5], transitions(traj))  # crosses the end at 2
+    t = n_step_transition(seq, 0.5)
+    assert float(t.reward_t) == 1.0 and float(t.discount_t) == 0.0
+    traj0, _ = toy_rollout(action=0)  # truncation at 4: bootstrap with gamma**2 from the final obs
+    seq = jax.tree.map(lambda x: jnp.asarray(x)[3:6], transitions(traj0))
+    t = n_step_transition(seq, 0.5)
+    assert float(t.reward_t) == pytest.approx(1.5)
+    assert float(t.discount_t) == pytest.approx(0.25)
+    np.testing.assert_array_equal(t.obs_t, [0.0, 5.0])
+
+
+def test_unknown_env_names_close_matches():
+    with pytest.raises(ValueError, match="CartPole-v1"):
+        envs.make("CartPole-v0")
+    with pytest.raises(ValueError, match="unknown environment id"):
+        envs.make("NoSuchEnv")
+
+
+def test_specs_and_flat_observations():
+    cartpole = envs.make("CartPole-v1")
+    assert cartpole.spec.observation_shape == (4,) and cartpole.spec.action_kind == "discrete"
+    assert cartpole.spec.num_actions == 2
+    pendulum = envs.make("Pendulum-v1")
+    assert pendulum.spec.action_kind == "continuous" and pendulum.spec.num_actions == 1
+    np.testing.assert_allclose(pendulum.spec.action_high, [2.0])
+    breakout = envs.make("Breakout-MinAtar")
+    obs, _ = breakout.reset(jax.random.key(0))
+    assert obs.shape == breakout.spec.observation_shape == (400,) and obs.dtype == jnp.float32
+    assert "Catch-bsuite" in envs.env_ids() and "SpaceInvaders-MinAtar" in envs.env_ids()
