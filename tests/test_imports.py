@@ -1,12 +1,32 @@
 import subprocess
 import sys
 
+# Run in a fresh interpreter where TensorFlow and Reverb cannot be imported, even in the Reverb
+# world where they are installed (there TensorFlow Probability, under rlax/distrax, would otherwise
+# pick TensorFlow up for its docstrings): rlkit's core must import and train without them.
+BLOCKED = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('tensorflow', 'reverb'):
+            raise ImportError(f'{name} is blocked: the core must not need it')
+sys.meta_path.insert(0, Block())
+"""
 
-def test_core_never_imports_tensorflow_or_reverb():
-    code = (
-        "import sys, rlkit, rlkit.cli, rlkit.runs, rlkit.loops, rlkit.replay;"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'reverb'));"
-        "print(bad); sys.exit(1 if bad else 0)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
+USE_THE_CORE = """
+import jax, rlkit, rlkit.cli, rlkit.runs, rlkit.loops, rlkit.replay
+from rlkit.agents import dqn
+env = rlkit.make_env('CartPole-v1')
+config = dqn.Config(num_envs=2, buffer_size=64, batch_size=4, learning_starts=8, hidden_sizes=(8,))
+trainer = rlkit.make_trainer(dqn, config, env, rlkit.RunConfig(total_steps=64, num_chunks=1, eval_episodes=1))
+carry, metrics = jax.jit(trainer.train)(jax.random.key(0), {})
+assert int(carry.env_steps) == 64
+bad = sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'reverb'})
+print('imported:', bad)
+sys.exit(1 if bad else 0)
+"""
+
+
+def test_core_works_without_tensorflow_or_reverb():
+    out = subprocess.run([sys.executable, "-c", BLOCKED + USE_THE_CORE], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]

@@ -26,7 +26,7 @@ def test_transitions_round_trip_through_reverb(reverb_module):
         client = reverb.Client(f"127.0.0.1:{server.port}")
         with client.trajectory_writer(num_keep_alive_refs=1) as writer:
             for t in range(40):
-                writer.append(steps._asdict() | {"index": np.int32(t)})
+                writer.append({k: v[t] for k, v in steps._asdict().items()} | {"index": np.int32(t)})
                 writer.create_item(
                     "transitions", priority=1.0,
                     trajectory={k: writer.history[k][-1] for k in (*steps._fields, "index")},
