@@ -65,9 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a field of the agent's config (repeatable), e.g. --set learning_rate=3e-4",
     )
     train.add_argument("--eval-episodes", type=int, default=32, help="final evaluation episodes per seed")
-    train.add_argument("--chunks", type=int, default=20, help="about how many chunks (log points) per run")
+    train.add_argument("--chunks", type=int, default=10, help="about how many chunks (log points) per run")
     train.add_argument("--quiet", action="store_true", help="no progress output")
     train.add_argument("--overwrite", action="store_true", help="replace the records of an earlier run in --out")
+    plot = commands.add_parser(
+        "plot", help="plot learning curves and tabulate final-return IQMs of run directories",
+        description="Plot each run's mean learning curve across seeds with a 95% bootstrap band, and print "
+                    "the IQM of the per-seed final evaluation returns with its 95% bootstrap interval "
+                    "(Agarwal et al., 2021).",
+    )
+    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="directories written by 'train --out'")
+    plot.add_argument("--out", default="learning_curves.png", help="PNG to write (default learning_curves.png)")
+    plot.add_argument("--metric", default="episode_return", help="per-chunk metric to plot (default episode_return)")
     return parser
 
 
@@ -159,12 +168,30 @@ def train_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def plot_command(args: argparse.Namespace) -> int:
+    from rlkit import plot
+
+    if not args.out.lower().endswith(".png"):
+        raise ValueError(f"--out must name a .png file, got {args.out!r}")
+    try:
+        runs = [plot.load_run(run_dir, args.metric) for run_dir in args.run_dirs]
+        info = plot.plot_runs(runs, args.metric, args.out)
+    except OSError as error:  # a missing run dir or records file, an unwritable --out
+        raise ValueError(str(error)) from error
+    print(plot.format_iqm_table(runs))
+    width, height = info["size"]
+    print(f"wrote {info['path']} ({info['curves']} curve(s) of {args.metric}, {width}x{height} px)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if args.command == "train":
             return train_command(args)
+        if args.command == "plot":
+            return plot_command(args)
     except (ValueError, FileExistsError) as error:
         print(f"rlkit {args.command}: error: {error}", file=sys.stderr)
         return 2

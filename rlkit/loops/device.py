@@ -43,7 +43,7 @@ class RunConfig:
     """
 
     total_steps: int
-    num_chunks: int = 20
+    num_chunks: int = 10
     eval_episodes: int = 32
 
     def __post_init__(self):
@@ -131,13 +131,11 @@ def rollout(
             actor.obs, out.action, result.reward, result.terminated, result.truncated,
             result.next_obs, out.extras,
         )
-        stats = EpisodeStats(
-            jnp.sum(result.episode_return), jnp.sum(result.episode_length), jnp.sum(done)
-        )
+        stats = EpisodeStats(result.episode_return, result.episode_length, done)
         return ActorState(env_state, result.obs, carry), (transition, stats)
 
     end, (trajectory, stats) = jax.lax.scan(step, start, jax.random.split(key, num_steps))
-    return end, trajectory, jax.tree.map(jnp.sum, stats)
+    return end, trajectory, jax.tree.map(jnp.sum, stats)  # summed once, not every step
 
 
 def evaluate_policy(

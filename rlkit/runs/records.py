@@ -1,0 +1,116 @@
+"""A run directory: metrics written per chunk (JSONL), results.json at the end, progress lines."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+RESULTS_FILE = "results.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def prepare_run_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Create ``path``; refuse to clobber an earlier run's records unless ``overwrite``."""
+    run_dir = Path(path)
+    existing = [name for name in (RESULTS_FILE, METRICS_FILE) if (run_dir / name).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"--out {run_dir}: already holds {', '.join(existing)} from an earlier run; "
+            f"choose another directory or pass --overwrite"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+class MetricsWriter:
+    """Appends one JSON line per chunk: aggregated means and per-run values."""
+
+    def __init__(self, run_dir: Path, overwrite: bool = True):
+        self.path = run_dir / METRICS_FILE
+        self._file = open(self.path, "w" if overwrite else "a", encoding="utf-8")
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        self._file.write(json.dumps(_jsonable(record), allow_nan=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def write_results(run_dir: Path, results: Mapping[str, Any]) -> Path:
+    """Write ``results.json`` atomically (temporary file, then rename)."""
+    path = run_dir / RESULTS_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_jsonable(results), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+class Progress:
+    """A tqdm bar on a terminal; plain lines otherwise (CI logs); nothing when quiet."""
+
+    def __init__(self, total_steps: int, quiet: bool = False, stream: TextIO | None = None):
+        self.total = total_steps
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self.bar = None
+        self._done = 0
+        if not quiet and self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, unit="step", unit_scale=True, file=self.stream, dynamic_ncols=True)
+
+    def update(self, env_steps: int, steps_per_second: float, recent_return: float) -> None:
+        if self.quiet:
+            return
+        ret = "n/a" if not math.isfinite(recent_return) else f"{recent_return:.1f}"
+        if self.bar is not None:
+            self.bar.update(env_steps - self._done)
+            self.bar.set_postfix_str(f"{steps_per_second:,.0f} steps/s, return {ret}")
+        else:
+            pct = 100.0 * env_steps / max(self.total, 1)
+            print(
+                f"steps {env_steps:>11,}/{self.total:,} ({pct:5.1f}%) | "
+                f"{steps_per_second:>10,.0f} steps/s | return {ret}",
+                file=self.stream, flush=True,
+            )
+        self._done = env_steps
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def format_eval_table(seeds, returns: np.ndarray, estimate) -> str:
+    """A plain-text table of final evaluation returns per seed, then mean and 95% interval."""
+    lines = [f"{'seed':>6}  {'eval return':>12}", f"{'-' * 6}  {'-' * 12}"]
+    for seed, value in zip(seeds, returns):
+        lines.append(f"{seed:>6}  {value:>12.2f}")
+    lines.append(f"{'-' * 6}  {'-' * 12}")
+    lines.append(f"{'mean':>6}  {estimate.mean:>12.2f}")
+    if estimate.n > 1:
+        lines.append(f"{'95% CI':>6}  [{estimate.low:.2f}, {estimate.high:.2f}] (Student t, n={estimate.n})")
+    return "\n".join(lines)
