@@ -12,7 +12,13 @@ from rlkit.loops.device import RunConfig, TrainCarry, Trainer, evaluate_policy, 
 from rlkit.runs.runner import CompiledRun, TrainingResult, compile_training, run_training, seed_keys
 from rlkit.stats import mean_interval
 from rlkit.types import (
-    ActOutput, Agent, AgentFactory, EnvSpec, ExperienceSpec, Trajectory, Transition,
+    ActOutput,
+    Agent,
+    AgentFactory,
+    EnvSpec,
+    ExperienceSpec,
+    Trajectory,
+    Transition,
 )
 
 __version__ = "0.1.0"

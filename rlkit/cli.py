@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import platform
+import shutil
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 
-
-def _steps(text: str) -> int:
-    """Parse a step count such as ``500000`` or ``5e5``."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--steps expects a number such as 500000 or 5e5, got {text!r}") from None
-    if not value.is_integer() or value <= 0:
-        raise argparse.ArgumentTypeError(f"--steps must be a positive whole number, got {text!r}")
-    return int(value)
-
-
-def _assignment(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"--set expects name=value, got {text!r}")
-    return name.strip(), value.strip()
+from rlkit import sweep
+from rlkit.config import parse_assignment, parse_steps
 
 
 def _catalogue() -> str:
@@ -58,16 +44,26 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--env", required=True, help="environment id (see the list below)")
     train.add_argument("--seeds", type=int, default=1, help="number of seeds, trained vmapped (default 1)")
     train.add_argument("--first-seed", type=int, default=0, help="first seed; seeds are consecutive (default 0)")
-    train.add_argument("--steps", type=_steps, required=True, help="environment steps per seed, e.g. 5e5")
+    train.add_argument("--steps", type=parse_steps, required=True, help="environment steps per seed, e.g. 5e5")
     train.add_argument("--out", required=True, help="run directory for results.json and metrics.jsonl")
     train.add_argument(
-        "--set", dest="overrides", type=_assignment, action="append", default=[], metavar="NAME=VALUE",
+        "--set", dest="overrides", type=parse_assignment, action="append", default=[], metavar="NAME=VALUE",
         help="override a field of the agent's config (repeatable), e.g. --set learning_rate=3e-4",
     )
     train.add_argument("--eval-episodes", type=int, default=32, help="final evaluation episodes per seed")
     train.add_argument("--chunks", type=int, default=10, help="about how many chunks (log points) per run")
     train.add_argument("--quiet", action="store_true", help="no progress output")
     train.add_argument("--overwrite", action="store_true", help="replace the records of an earlier run in --out")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    train.add_argument(
+        "--checkpoint-every-steps", type=parse_steps, default=None, metavar="N",
+        help="checkpoint between chunks every N environment steps (default: by time only)",
+    )
+    train.add_argument(
+        "--checkpoint-every-minutes", type=float, default=10.0, metavar="M",
+        help="checkpoint between chunks every M minutes (default 10); the end is always saved",
+    )
+    train.add_argument("--keep-checkpoints", type=int, default=3, metavar="K", help="keep the last K (default 3)")
     plot = commands.add_parser(
         "plot", help="plot learning curves and tabulate final-return IQMs of run directories",
         description="Plot each run's mean learning curve across seeds with a 95% bootstrap band, and print "
@@ -77,19 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="directories written by 'train --out'")
     plot.add_argument("--out", default="learning_curves.png", help="PNG to write (default learning_curves.png)")
     plot.add_argument("--metric", default="episode_return", help="per-chunk metric to plot (default episode_return)")
+    sweep.add_parser(commands, epilog=epilog)
     return parser
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for name in ("jax", "jaxlib", "flax", "optax", "rlax", "gymnax", "numpy", "rlkit"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
-    return out
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -97,6 +82,7 @@ def train_command(args: argparse.Namespace) -> int:
     from rlkit import config as cfg
     from rlkit.loops.device import RunConfig, make_trainer
     from rlkit.runs import records
+    from rlkit.runs.checkpoint import CHECKPOINT_DIR, Checkpointer, has_checkpoints
     from rlkit.runs.runner import run_training, summarize_chunk
     from rlkit.stats import mean_interval
 
@@ -108,61 +94,98 @@ def train_command(args: argparse.Namespace) -> int:
     env = envs.make(args.env)
     run = RunConfig(total_steps=args.steps, num_chunks=args.chunks, eval_episodes=args.eval_episodes)
     trainer = make_trainer(agent_module, config, env, run)
-    run_dir = records.prepare_run_dir(args.out, overwrite=args.overwrite)
+    plan = trainer.plan
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-
-    if not args.quiet:
-        print(
-            f"rlkit train: {args.agent} on {args.env}, {len(seeds)} seed(s), "
-            f"{trainer.plan.total_steps:,} steps each in {trainer.plan.num_chunks} chunks; compiling...",
-            file=sys.stderr, flush=True,
+    finished = (Path(args.out) / records.RESULTS_FILE).exists()
+    if has_checkpoints(args.out) and not (args.resume or args.overwrite or finished):
+        raise FileExistsError(
+            f"--out {args.out}: holds checkpoints of an unfinished run; pass --resume to continue it, "
+            f"or choose another directory"
         )
-    progress = records.Progress(trainer.plan.total_steps, quiet=args.quiet)
-    writer = records.MetricsWriter(run_dir)
-    last_time = [0.0]
+    if args.resume and not has_checkpoints(args.out):
+        raise ValueError(f"--resume: {args.out} holds no checkpoint to resume from")
+    run_dir = records.prepare_run_dir(args.out, overwrite=args.overwrite, resume=args.resume)
+    if args.overwrite and not args.resume:
+        shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
+    identity = {
+        "agent": args.agent, "env": args.env, "config": cfg.to_dict(config), "seeds": seeds,
+        "total_steps": plan.total_steps, "num_chunks": plan.num_chunks, "eval_episodes": args.eval_episodes,
+    }
+    checkpointer = Checkpointer(
+        run_dir, identity, every_steps=args.checkpoint_every_steps,
+        every_minutes=args.checkpoint_every_minutes, keep=args.keep_checkpoints,
+    )
+
+    progress = records.Progress(plan.total_steps, quiet=args.quiet)
+    progress.note(
+        f"rlkit train: {args.agent} on {args.env}, {len(seeds)} seed(s), {plan.total_steps:,} steps "
+        f"each in {plan.num_chunks} chunks; compiling..."
+    )
+    resumed = {"chunks_done": 0, "run_seconds": 0.0, "metrics_lines": None}
+
+    def restore(fresh_carry):
+        restored = checkpointer.restore_latest(fresh_carry)
+        resumed.update(restored.metadata)
+        progress.note(f"resumed from {checkpointer.directory / str(restored.chunks_done)}")
+        return restored.carry, restored.chunks_done
+
+    writer = None
+    last = {"elapsed": 0.0, "env_steps": 0}
 
     def on_chunk(index: int, metrics: dict, elapsed: float) -> None:
+        nonlocal writer
+        if writer is None:  # opened after a restore, so it knows where the logger was
+            writer = records.MetricsWriter(run_dir, keep_lines=resumed["metrics_lines"])
         env_steps = int(np.max(metrics["env_steps"]))
-        chunk_steps = trainer.plan.updates_per_chunk * trainer.plan.steps_per_update * len(seeds)
-        sps = chunk_steps / max(elapsed - last_time[0], 1e-9)
-        last_time[0] = elapsed
+        chunk_steps = plan.updates_per_chunk * plan.steps_per_update * len(seeds)
+        sps = chunk_steps / max(elapsed - last["elapsed"], 1e-9)
+        last.update(elapsed=elapsed, env_steps=env_steps)
         mean = summarize_chunk(metrics)
         writer.write({
-            "chunk": index, "env_steps": env_steps, "elapsed_seconds": elapsed, "steps_per_second": sps,
-            "mean": mean, "per_seed": {k: np.asarray(v) for k, v in metrics.items()},
+            "chunk": index, "env_steps": env_steps, "elapsed_seconds": resumed["run_seconds"] + elapsed,
+            "steps_per_second": sps, "mean": mean, "per_seed": {k: np.asarray(v) for k, v in metrics.items()},
         })
         progress.update(env_steps, sps, mean["episode_return"])
 
+    def after_chunk(chunks_done: int, carry) -> None:
+        if checkpointer.due(last["env_steps"], final=chunks_done == plan.num_chunks):
+            checkpointer.save(chunks_done, carry, last["env_steps"], {
+                "env_steps": last["env_steps"], "metrics_lines": writer.lines,
+                "run_seconds": resumed["run_seconds"] + last["elapsed"],
+            })
+
     started = time.time()
     try:
-        result = run_training(trainer, seeds, on_chunk=on_chunk)
+        result = run_training(
+            trainer, seeds, on_chunk=on_chunk, restore=restore if args.resume else None,
+            after_chunk=after_chunk,
+        )
     finally:
         progress.close()
-        writer.close()
+        checkpointer.close()
+        if writer is not None:
+            writer.close()
 
     per_seed = result.eval_returns.mean(axis=1)
     estimate = mean_interval(per_seed)
+    run_seconds = resumed["run_seconds"] + result.run_seconds
     print(records.format_eval_table(seeds, per_seed, estimate))
     print(
-        f"compile {result.compile_seconds:.1f} s | run {result.run_seconds:.1f} s | "
-        f"{result.steps_per_second:,.0f} steps/s | eval {result.eval_seconds:.1f} s"
+        f"compile {result.compile_seconds:.1f} s | run {run_seconds:.1f} s | "
+        f"{len(seeds) * result.total_steps / max(run_seconds, 1e-9):,.0f} steps/s | eval {result.eval_seconds:.1f} s"
     )
     path = records.write_results(run_dir, {
-        "agent": args.agent,
-        "env": args.env,
-        "config": cfg.to_dict(config),
-        "seeds": seeds,
-        "total_steps": result.total_steps,
-        "eval_episodes": args.eval_episodes,
+        **identity,
         "final_eval_return": {
             "per_seed": per_seed, "mean": estimate.mean, "ci95": [estimate.low, estimate.high],
         },
         "compile_seconds": result.compile_seconds,
-        "run_seconds": result.run_seconds,
+        "run_seconds": run_seconds,
         "eval_seconds": result.eval_seconds,
-        "steps_per_second": result.steps_per_second,
+        "steps_per_second": len(seeds) * result.total_steps / max(run_seconds, 1e-9),
+        "resumed_from_chunk": resumed["chunks_done"] if args.resume else None,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "versions": _versions(),
+        "versions": records.versions(),
     })
     print(f"wrote {path} and {run_dir / records.METRICS_FILE}")
     return 0
@@ -192,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             return train_command(args)
         if args.command == "plot":
             return plot_command(args)
+        if args.command == "sweep":
+            return sweep.command(args)
     except (ValueError, FileExistsError) as error:
         print(f"rlkit {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ as concrete numbers before the vmap.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import typing
 from collections.abc import Mapping
@@ -100,3 +101,22 @@ def override(config: Any, values: Mapping[str, str]) -> Any:
 def to_dict(config: Any) -> dict[str, Any]:
     """A JSON-friendly dict of a config's fields."""
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}
+
+
+def parse_steps(text: str) -> int:
+    """Parse a step count such as ``500000`` or ``5e5`` (an argparse ``type``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--steps expects a number such as 500000 or 5e5, got {text!r}") from None
+    if not value.is_integer() or value <= 0:
+        raise argparse.ArgumentTypeError(f"--steps must be a positive whole number, got {text!r}")
+    return int(value)
+
+
+def parse_assignment(text: str) -> tuple[str, str]:
+    """Parse ``name=value`` (an argparse ``type`` for ``--set``)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"--set expects name=value, got {text!r}")
+    return name.strip(), value.strip()

@@ -39,10 +39,17 @@ run_world() {  # run_world WORLD [pytest args...]
   SUMMARY[$world]+=" in $((SECONDS - start)) s: ${last:-no pytest summary line}"
 }
 
+echo "===== [test.sh] lint: ruff check ====="
+if ! bash scripts/run.sh core ruff check rlkit tests baselines scripts; then
+  SUMMARY[lint]="FAIL (ruff check)"; status=1
+else
+  SUMMARY[lint]="ok"
+fi
 run_world core "$@"
 RLKIT_REQUIRE_REVERB=1 run_world reverb -m "not learning" "$@"
 
 echo "===== [test.sh] summary ====="
+echo "[test.sh] lint: ${SUMMARY[lint]}"
 for world in core reverb; do
   echo "[test.sh] $world world: ${SUMMARY[$world]}"
 done

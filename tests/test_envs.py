@@ -3,13 +3,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import rlax
+from toy_env import ToyChain
 
 from rlkit import envs
 from rlkit.agents import ppo
 from rlkit.loops.device import ActorState, rollout
 from rlkit.replay import n_step_transition, transitions
 from rlkit.types import ActOutput, Agent
-from toy_env import ToyChain
 
 
 def constant_agent(action: int) -> Agent:

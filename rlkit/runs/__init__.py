@@ -2,7 +2,12 @@
 
 from rlkit.runs.records import MetricsWriter, Progress, prepare_run_dir, write_results
 from rlkit.runs.runner import (
-    CompiledRun, TrainingResult, compile_training, run_training, seed_keys, summarize_chunk,
+    CompiledRun,
+    TrainingResult,
+    compile_training,
+    run_training,
+    seed_keys,
+    summarize_chunk,
 )
 
 __all__ = [

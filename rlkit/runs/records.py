@@ -16,13 +16,14 @@ RESULTS_FILE = "results.json"
 METRICS_FILE = "metrics.jsonl"
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """JSON-friendly: tuples and arrays to lists, numpy scalars to Python, non-finite floats to None."""
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, (np.floating, float)):
         return None if not math.isfinite(float(value)) else float(value)
     if isinstance(value, np.integer):
@@ -32,9 +33,16 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def prepare_run_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Create ``path``; refuse to clobber an earlier run's records unless ``overwrite``."""
+def prepare_run_dir(path: str | os.PathLike, overwrite: bool = False, resume: bool = False) -> Path:
+    """Create ``path``; refuse to clobber an earlier run's records unless ``overwrite``.
+
+    With ``resume`` the directory must hold an unfinished run (no results.json yet).
+    """
     run_dir = Path(path)
+    if resume:
+        if (run_dir / RESULTS_FILE).exists():
+            raise FileExistsError(f"--resume: the run in {run_dir} is already complete ({RESULTS_FILE} exists)")
+        return run_dir
     existing = [name for name in (RESULTS_FILE, METRICS_FILE) if (run_dir / name).exists()]
     if existing and not overwrite:
         raise FileExistsError(
@@ -46,42 +54,79 @@ def prepare_run_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
 
 
 class MetricsWriter:
-    """Appends one JSON line per chunk: aggregated means and per-run values."""
+    """Appends one JSON line per chunk: aggregated means and per-run values.
 
-    def __init__(self, run_dir: Path, overwrite: bool = True):
+    ``keep_lines=None`` starts a fresh file; an integer keeps that many lines of an
+    existing one (the position a checkpoint recorded) and appends after them.
+    """
+
+    def __init__(self, run_dir: Path, keep_lines: int | None = None):
         self.path = run_dir / METRICS_FILE
-        self._file = open(self.path, "w" if overwrite else "a", encoding="utf-8")
+        kept: list[str] = []
+        if keep_lines is not None and self.path.exists():
+            kept = self.path.read_text(encoding="utf-8").splitlines(keepends=True)[:keep_lines]
+            if len(kept) < keep_lines:
+                raise ValueError(
+                    f"--resume: {self.path} has {len(kept)} lines but the checkpoint expects "
+                    f"{keep_lines}; the run directory was changed by hand"
+                )
+        self._file = open(self.path, "w", encoding="utf-8")
+        self._file.writelines(kept)
+        self._file.flush()
+        self.lines = len(kept)
 
     def write(self, record: Mapping[str, Any]) -> None:
-        self._file.write(json.dumps(_jsonable(record), allow_nan=False) + "\n")
+        self._file.write(json.dumps(jsonable(record), allow_nan=False) + "\n")
         self._file.flush()
+        self.lines += 1
 
     def close(self) -> None:
         self._file.close()
 
 
-def write_results(run_dir: Path, results: Mapping[str, Any]) -> Path:
-    """Write ``results.json`` atomically (temporary file, then rename)."""
-    path = run_dir / RESULTS_FILE
+def write_json_atomic(path: Path, record: Mapping[str, Any]) -> Path:
+    """Write ``record`` as JSON atomically (temporary file, then rename)."""
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_jsonable(results), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(jsonable(record), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def write_results(run_dir: Path, results: Mapping[str, Any]) -> Path:
+    """Write ``results.json`` atomically."""
+    return write_json_atomic(run_dir / RESULTS_FILE, results)
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the libraries a result depends on, for the records."""
+    import importlib.metadata as md
+    import platform
+
+    out = {"python": platform.python_version()}
+    for name in ("jax", "jaxlib", "flax", "optax", "rlax", "gymnax", "numpy", "rlkit"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
 
 
 class Progress:
     """A tqdm bar on a terminal; plain lines otherwise (CI logs); nothing when quiet."""
 
-    def __init__(self, total_steps: int, quiet: bool = False, stream: TextIO | None = None):
+    def __init__(self, total_steps: int, quiet: bool = False, stream: TextIO | None = None, initial: int = 0):
         self.total = total_steps
         self.quiet = quiet
         self.stream = stream or sys.stderr
         self.bar = None
-        self._done = 0
+        self._done = initial
         if not quiet and self.stream.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total_steps, unit="step", unit_scale=True, file=self.stream, dynamic_ncols=True)
+            self.bar = tqdm(
+                total=total_steps, initial=initial, unit="step", unit_scale=True, file=self.stream,
+                dynamic_ncols=True,
+            )
 
     def update(self, env_steps: int, steps_per_second: float, recent_return: float) -> None:
         if self.quiet:
@@ -92,16 +137,32 @@ class Progress:
             self.bar.set_postfix_str(f"{steps_per_second:,.0f} steps/s, return {ret}")
         else:
             pct = 100.0 * env_steps / max(self.total, 1)
+            eta = (self.total - env_steps) / max(steps_per_second, 1e-9)
             print(
                 f"steps {env_steps:>11,}/{self.total:,} ({pct:5.1f}%) | "
-                f"{steps_per_second:>10,.0f} steps/s | return {ret}",
+                f"{steps_per_second:>10,.0f} steps/s | ETA {_duration(eta)} | return {ret}",
                 file=self.stream, flush=True,
             )
         self._done = env_steps
 
+    def note(self, message: str) -> None:
+        """A one-line status message (compiling, evaluating, checkpointing), unless quiet."""
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.write(message, file=self.stream)
+        else:
+            print(message, file=self.stream, flush=True)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 def format_eval_table(seeds, returns: np.ndarray, estimate) -> str:

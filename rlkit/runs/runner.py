@@ -7,15 +7,15 @@ to a callback (logging, progress); nothing is called back from inside the scan.
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlkit.loops.device import Trainer, TrainCarry
+from rlkit.loops.device import TrainCarry, Trainer
 
 EVAL_SEED = 10_000  # evaluation keys are seeded apart from the training keys
 ChunkCallback = Callable[[int, dict[str, np.ndarray], float], None]
@@ -140,22 +140,33 @@ def run_training(
     hparams: Mapping[str, Sequence[float]] | None = None,
     on_chunk: ChunkCallback | None = None,
     eval_seed: int = EVAL_SEED,
+    *,
+    restore: Callable[[TrainCarry], tuple[TrainCarry, int]] | None = None,
+    after_chunk: Callable[[int, TrainCarry], None] | None = None,
 ) -> TrainingResult:
     """Train ``len(seeds)`` runs vmapped in one compile; ``hparams`` vary per run.
 
     ``hparams`` maps float config fields to one value per run (same length as
     ``seeds``). ``on_chunk(index, metrics, elapsed_seconds)`` is called after
-    each chunk with numpy metrics of shape ``[runs]``.
+    each chunk with numpy metrics of shape ``[runs]``. To resume, ``restore``
+    maps the freshly initialized carry to ``(saved carry, chunks already done)``;
+    ``after_chunk(chunks_done, carry)`` runs after each chunk (checkpoints), before
+    the carry is donated to the next one.
     """
     compiled = compile_training(trainer, seeds, hparams, eval_seed)
     carry, hp = compiled.carry, compiled.hparams
+    first_chunk = 0
+    if restore is not None:
+        carry, first_chunk = restore(carry)
 
     start = time.perf_counter()
-    for index in range(trainer.plan.num_chunks):
+    for index in range(first_chunk, trainer.plan.num_chunks):
         carry, metrics = compiled.chunk(carry, hp)
         metrics = jax.device_get(metrics)
         if on_chunk is not None:
             on_chunk(index, metrics, time.perf_counter() - start)
+        if after_chunk is not None:
+            after_chunk(index + 1, carry)
     jax.block_until_ready(carry)
     run_seconds = time.perf_counter() - start
 

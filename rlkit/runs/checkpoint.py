@@ -1,0 +1,189 @@
+"""Checkpoints of a whole run: the training carry of every vmapped seed, between chunks.
+
+The carry (agent and optimizer state, environment states, replay buffer, random keys,
+step counters) is copied to the host and written with orbax-checkpoint under
+``RUN_DIR/checkpoints/<chunks done>``, atomically (orbax commits a finished directory),
+keeping the last ``keep``. Beside it, JSON metadata says what run it belongs to (agent,
+env, config, seeds, chunk plan) and where the logger was (metrics lines written, run
+seconds so far), so ``--resume`` continues exactly where the run stopped and refuses a
+checkpoint of a different run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class Restored(NamedTuple):
+    carry: Any
+    chunks_done: int
+    metadata: dict[str, Any]
+
+
+def _is_key(x: Any) -> bool:
+    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _to_host(carry: Any) -> Any:
+    """Numpy copies of the carry's arrays, PRNG keys as their raw uint32 data."""
+    return jax.device_get(jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, carry))
+
+
+def _abstract(like: Any) -> Any:
+    host_like = jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, like)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), host_like)
+
+
+def _from_host(saved: Any, like: Any) -> Any:
+    """Arrays shaped like ``like`` (keys re-wrapped with ``like``'s PRNG implementation)."""
+
+    def restore(value, reference):
+        if _is_key(reference):
+            return jax.random.wrap_key_data(jnp.asarray(value), impl=jax.random.key_impl(reference))
+        return jnp.asarray(value, dtype=reference.dtype)
+
+    return jax.tree.map(restore, saved, like)
+
+
+def has_checkpoints(run_dir: str | Path) -> bool:
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
+class Checkpointer:
+    """Saves the carry every ``every_steps`` environment steps or ``every_minutes`` minutes.
+
+    ``identity`` is the JSON-able description of the run (agent, env, config, seeds, plan)
+    that a resumed run must match exactly.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        identity: Mapping[str, Any],
+        every_steps: int | None = None,
+        every_minutes: float | None = 10.0,
+        keep: int = 3,
+    ):
+        import orbax.checkpoint as ocp
+
+        if keep < 1:
+            raise ValueError(f"--keep-checkpoints must be >= 1, got {keep}")
+        if every_steps is not None and every_steps <= 0:
+            raise ValueError(f"--checkpoint-every-steps must be > 0, got {every_steps}")
+        if every_minutes is not None and every_minutes <= 0:
+            raise ValueError(f"--checkpoint-every-minutes must be > 0, got {every_minutes}")
+        self._ocp = ocp
+        self.directory = (Path(run_dir) / CHECKPOINT_DIR).resolve()
+        self.identity = dict(identity)
+        self.every_steps = every_steps
+        self.every_seconds = None if every_minutes is None else 60.0 * every_minutes
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, create=True, enable_async_checkpointing=False
+            ),
+        )
+        self._last_time = time.monotonic()
+        self._last_steps = 0
+
+    def due(self, env_steps: int, final: bool) -> bool:
+        """Whether a checkpoint is due after a chunk that ended at ``env_steps``."""
+        if final:
+            return True
+        if self.every_steps is not None and env_steps - self._last_steps >= self.every_steps:
+            return True
+        return self.every_seconds is not None and time.monotonic() - self._last_time >= self.every_seconds
+
+    def save(self, chunks_done: int, carry: Any, env_steps: int, progress: Mapping[str, Any]) -> None:
+        """Write the carry after ``chunks_done`` chunks (a blocking save: the carry is donated next)."""
+        ocp = self._ocp
+        metadata = {"identity": self.identity, "chunks_done": chunks_done, **progress}
+        self._manager.save(
+            chunks_done,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(_to_host(carry)), metadata=ocp.args.JsonSave(metadata)
+            ),
+        )
+        self._manager.wait_until_finished()
+        self._last_time = time.monotonic()
+        self._last_steps = env_steps
+
+    def restore_latest(self, like: Any) -> Restored:
+        """The newest checkpoint, checked against this run's identity; ``like`` is a fresh carry."""
+        ocp = self._ocp
+        step = self._manager.latest_step()
+        if step is None:
+            raise ValueError(f"--resume: {self.directory} holds no checkpoint to resume from")
+        try:
+            metadata = self._manager.restore(
+                step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore())
+            ).metadata
+        except Exception as error:  # orbax raises many types for unreadable files
+            raise ValueError(
+                f"--resume: checkpoint {self.directory / str(step)} is unreadable ({error}); "
+                f"remove it to fall back to an older one, or start a new --out"
+            ) from error
+        differences = _differences(metadata.get("identity", {}), self.identity)
+        if differences:
+            raise ValueError(
+                f"--resume: the checkpoint in {self.directory} belongs to a different run: "
+                + "; ".join(differences)
+            )
+        try:
+            saved = self._manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(like)))
+            ).state
+        except Exception as error:
+            raise ValueError(
+                f"--resume: checkpoint {self.directory / str(step)} does not fit this run's state "
+                f"({type(error).__name__}: {error})"
+            ) from error
+        self._last_steps = int(metadata.get("env_steps", 0))
+        return Restored(_from_host(saved, like), int(metadata["chunks_done"]), metadata)
+
+    def close(self) -> None:
+        self._manager.close()
+
+
+def _differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Human-readable differences between two run identities, field by field."""
+    out = []
+    for name in sorted(set(saved) | set(current)):
+        if name == "config":
+            old, new = saved.get(name, {}), current.get(name, {})
+            for field in sorted(set(old) | set(new)):
+                if old.get(field) != new.get(field):
+                    out.append(f"config.{field} was {old.get(field)!r}, now {new.get(field)!r}")
+        elif saved.get(name) != current.get(name):
+            out.append(f"{name} was {saved.get(name)!r}, now {current.get(name)!r}")
+    return out
+
+
+def load(run_dir: str | Path, step: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """A saved carry as numpy arrays (keys as raw data) and its metadata; the latest by default.
+
+    For inspection (final parameters, comparing runs); ``--resume`` goes through ``Checkpointer``.
+    """
+    import orbax.checkpoint as ocp
+
+    directory = (Path(run_dir) / CHECKPOINT_DIR).resolve()
+    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
+    try:
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise ValueError(f"{directory} holds no checkpoint")
+        restored = manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), metadata=ocp.args.JsonRestore())
+        )
+        return restored.state, restored.metadata
+    finally:
+        manager.close()

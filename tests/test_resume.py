@@ -1,0 +1,99 @@
+"""Kill a training process with SIGKILL mid-run, resume it, and get the uninterrupted run bit for bit."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from rlkit.runs.checkpoint import load
+
+TINY = {
+    "ppo": ["--agent", "ppo", "--steps", "131072", "--chunks", "32", "--set", "num_envs=4", "--set", "num_steps=32",
+            "--set", "num_minibatches=2", "--set", "num_epochs=2", "--set", "hidden_sizes=16,16"],
+    "dqn": ["--agent", "dqn", "--steps", "40000", "--chunks", "20", "--set", "num_envs=4", "--set", "num_steps=1",
+            "--set", "buffer_size=4000", "--set", "learning_starts=400", "--set", "batch_size=32",
+            "--set", "hidden_sizes=16,16", "--set", "target_update_freq=200"],
+}
+TIMING = ("elapsed_seconds", "steps_per_second")
+
+
+def train(out: Path, agent: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "rlkit", "train", "--env", "CartPole-v1", "--seeds", "2", "--eval-episodes", "4",
+            "--quiet", "--checkpoint-every-steps", "1", "--keep-checkpoints", "2", "--out", str(out),
+            *TINY[agent], *extra]
+
+
+def committed_checkpoints(out: Path) -> list[int]:
+    directory = out / "checkpoints"
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
+
+
+def metrics_without_timing(out: Path) -> list[dict]:
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in line.items() if k not in TIMING} for line in lines]
+
+
+@pytest.mark.parametrize("agent", ["ppo", "dqn"])
+def test_sigkill_then_resume_is_bit_identical(tmp_path, agent):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    subprocess.run(train(whole, agent), check=True, capture_output=True, timeout=300)
+
+    process = subprocess.Popen(train(killed, agent), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not committed_checkpoints(killed):
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    assert not (killed / "results.json").exists(), "the run finished before it could be killed"
+    stopped_at = max(committed_checkpoints(killed))
+    assert stopped_at < int(TINY[agent][TINY[agent].index("--chunks") + 1])
+
+    # Without --resume the directory is refused, not overwritten.
+    refused = subprocess.run(train(killed, agent), capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+
+    subprocess.run(train(killed, agent, "--resume"), check=True, capture_output=True, timeout=300)
+    resumed_results = json.loads((killed / "results.json").read_text())
+    whole_results = json.loads((whole / "results.json").read_text())
+    assert resumed_results["resumed_from_chunk"] >= stopped_at
+    assert resumed_results["final_eval_return"] == whole_results["final_eval_return"]
+    assert metrics_without_timing(killed) == metrics_without_timing(whole)
+
+    final_killed, meta_killed = load(killed)
+    final_whole, meta_whole = load(whole)
+    assert meta_killed["chunks_done"] == meta_whole["chunks_done"]
+    leaves_killed, leaves_whole = jax.tree.leaves(final_killed), jax.tree.leaves(final_whole)
+    assert len(leaves_killed) == len(leaves_whole) > 0
+    for a, b in zip(leaves_killed, leaves_whole):
+        np.testing.assert_array_equal(a, b)  # parameters, optimizer, envs, replay, keys: all of it
+
+
+def test_resume_refuses_a_different_run(tmp_path):
+    out = tmp_path / "run"
+    base = ["--agent", "ppo", "--steps", "2048", "--chunks", "4", "--set", "num_envs=4", "--set", "num_steps=32",
+            "--set", "hidden_sizes=8"]
+    cmd = [sys.executable, "-m", "rlkit", "train", "--env", "CartPole-v1", "--quiet", "--eval-episodes", "2",
+           "--checkpoint-every-steps", "1", "--out", str(out)]
+    subprocess.run([*cmd, *base], check=True, capture_output=True, timeout=300)
+    os.remove(out / "results.json")  # pretend it stopped after its last checkpoint
+    other = subprocess.run([*cmd, *base, "--set", "learning_rate=1e-3", "--resume"], capture_output=True, text=True,
+                           timeout=300)
+    assert other.returncode == 2
+    assert "belongs to a different run" in other.stderr and "config.learning_rate" in other.stderr
+    # A corrupt checkpoint is a clear error, never a silent restart from zero.
+    latest = max(committed_checkpoints(out))
+    for path in (out / "checkpoints" / str(latest)).rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"garbage")
+    broken = subprocess.run([*cmd, *base, "--resume"], capture_output=True, text=True, timeout=300)
+    assert broken.returncode == 2 and "unreadable" in broken.stderr, broken.stderr[-2000:]
