@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-episodes", type=int, default=32, help="final evaluation episodes per seed")
     train.add_argument("--chunks", type=int, default=10, help="about how many chunks (log points) per run")
     train.add_argument("--quiet", action="store_true", help="no progress output")
+    train.add_argument("--tensorboard", action="store_true", help="also log chunk metrics to OUT/tensorboard")
     train.add_argument("--overwrite", action="store_true", help="replace the records of an earlier run in --out")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     train.add_argument(
@@ -84,6 +85,7 @@ def train_command(args: argparse.Namespace) -> int:
     from rlkit.runs import records
     from rlkit.runs.checkpoint import CHECKPOINT_DIR, Checkpointer, has_checkpoints
     from rlkit.runs.runner import run_training, summarize_chunk
+    from rlkit.runs.tensorboard import TensorBoardWriter
     from rlkit.stats import mean_interval
 
     # Everything is validated before anything compiles.
@@ -130,12 +132,15 @@ def train_command(args: argparse.Namespace) -> int:
         return restored.carry, restored.chunks_done
 
     writer = None
+    board = None
     last = {"elapsed": 0.0, "env_steps": 0}
 
     def on_chunk(index: int, metrics: dict, elapsed: float) -> None:
-        nonlocal writer
+        nonlocal writer, board
         if writer is None:  # opened after a restore, so it knows where the logger was
             writer = records.MetricsWriter(run_dir, keep_lines=resumed["metrics_lines"])
+            if args.tensorboard:
+                board = TensorBoardWriter(run_dir, seeds, purge_step=resumed.get("env_steps") if args.resume else None)
         env_steps = int(np.max(metrics["env_steps"]))
         chunk_steps = plan.updates_per_chunk * plan.steps_per_update * len(seeds)
         sps = chunk_steps / max(elapsed - last["elapsed"], 1e-9)
@@ -146,6 +151,10 @@ def train_command(args: argparse.Namespace) -> int:
             "steps_per_second": sps, "mean": mean, "per_seed": {k: np.asarray(v) for k, v in metrics.items()},
         })
         progress.update(env_steps, sps, mean["episode_return"])
+        if board is not None:
+            board.write(env_steps, mean, metrics)
+        if index + 1 == plan.num_chunks:
+            progress.note(f"evaluating {args.eval_episodes} episodes x {len(seeds)} seed(s) with the deterministic policy")
 
     def after_chunk(chunks_done: int, carry) -> None:
         if checkpointer.due(last["env_steps"], final=chunks_done == plan.num_chunks):
@@ -165,6 +174,8 @@ def train_command(args: argparse.Namespace) -> int:
         checkpointer.close()
         if writer is not None:
             writer.close()
+        if board is not None:
+            board.close()
 
     per_seed = result.eval_returns.mean(axis=1)
     estimate = mean_interval(per_seed)

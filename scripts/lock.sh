@@ -23,9 +23,9 @@ common=(-q -p 3.11 --python-platform x86_64-manylinux_2_28)
 
 header="# Regenerate both locks: bash scripts/lock.sh   (install: bash scripts/env.sh WORLD)"
 
-"$UV" pip compile pyproject.toml --extra dev "${common[@]}" "$@" \
+"$UV" pip compile pyproject.toml --extra dev --extra tensorboard "${common[@]}" "$@" \
   -o requirements/core.lock
-"$UV" pip compile pyproject.toml --extra reverb --extra dev \
+"$UV" pip compile pyproject.toml --extra reverb --extra dev --extra tensorboard \
   --override requirements/reverb-overrides.txt "${common[@]}" "$@" \
   -o requirements/reverb.lock
 

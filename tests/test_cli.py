@@ -16,7 +16,7 @@ def test_train_writes_results_and_metrics(tmp_path, capsys):
         "train", "--agent", "ppo", "--env", "CartPole-v1", "--seeds", "2", "--steps", "1024",
         "--out", str(out), "--chunks", "2", "--eval-episodes", "3",
         "--set", "num_envs=4", "--set", "num_steps=32", "--set", "hidden_sizes=16,16",
-        "--set", "learning_rate=1e-3",
+        "--set", "learning_rate=1e-3", "--tensorboard",
     ])
     assert code == 0
     printed = capsys.readouterr()
@@ -31,6 +31,10 @@ def test_train_writes_results_and_metrics(tmp_path, capsys):
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == 2 and lines[-1]["env_steps"] == 1024
     assert len(lines[0]["per_seed"]["episode_return"]) == 2 and "loss" in lines[0]["mean"]
+    events = list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1
+    data = events[0].read_bytes()
+    assert b"episode_return/mean" in data and b"loss/seed_1" in data
     # A second run into the same directory must not clobber the first.
     assert main(["train", "--agent", "ppo", "--env", "CartPole-v1", "--steps", "1024", "--out", str(out)]) == 2
     assert "already holds" in capsys.readouterr().err
