@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import jax
@@ -63,8 +63,9 @@ class CompiledRun(NamedTuple):
       eval_keys: one evaluation key per run.
       chunk: compiled ``(carry, hparams) -> (carry, metrics)``; donates ``carry``.
       evaluate: compiled ``(agent_state, eval_keys, hparams) -> returns``.
-      seconds: compile seconds of each program ("init", "chunk", "eval"), compiled
-        concurrently, and "wall", the wall time of the whole step (init run included).
+      seconds: compile seconds of each program ("init", "chunk", "eval"; "eval" appears once
+        the background compile finishes) and "wall", the time until training can start
+        (init run included).
     """
 
     carry: TrainCarry
@@ -90,6 +91,16 @@ def _single_run(fn: Callable) -> Callable:
         return jax.tree.map(lambda x: x[None], out)
 
     return run_one
+
+
+class _Deferred:
+    """A compiled function still compiling in the background; the first call waits for it."""
+
+    def __init__(self, future: Future):
+        self._future = future
+
+    def __call__(self, *args):
+        return self._future.result()(*args)
 
 
 def compile_training(
@@ -119,17 +130,19 @@ def compile_training(
         seconds[phase] = time.perf_counter() - start
         return compiled
 
-    # XLA compiles outside the GIL, so the three programs compile side by side (the chunk, by
-    # far the largest, sets the pace); the carry is only initialized once init has compiled.
+    # XLA compiles outside the GIL, so init and the chunk compile side by side, and the
+    # evaluation keeps compiling in the background while the first chunks train; it is
+    # waited for only when first called.
     seconds: dict[str, float] = {}
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        init = pool.submit(timed, "init", lambda: init_fn.lower(keys, hp).compile())
-        chunk = pool.submit(timed, "chunk", lambda: chunk_fn.lower(abstract, hp).compile())
-        evaluate = pool.submit(
-            timed, "eval", lambda: eval_fn.lower(abstract.agent_state, eval_keys, hp).compile()
-        )
-        carry = jax.block_until_ready(init.result()(keys, hp))
-        chunk, evaluate = chunk.result(), evaluate.result()
+    pool = ThreadPoolExecutor(max_workers=3)
+    init = pool.submit(timed, "init", lambda: init_fn.lower(keys, hp).compile())
+    chunk = pool.submit(timed, "chunk", lambda: chunk_fn.lower(abstract, hp).compile())
+    evaluate = _Deferred(
+        pool.submit(timed, "eval", lambda: eval_fn.lower(abstract.agent_state, eval_keys, hp).compile())
+    )
+    pool.shutdown(wait=False)
+    carry = jax.block_until_ready(init.result()(keys, hp))
+    chunk = chunk.result()
     seconds["wall"] = time.perf_counter() - wall_start
     return CompiledRun(carry, hp, eval_keys, chunk, evaluate, seconds)
 
