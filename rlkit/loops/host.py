@@ -1,0 +1,169 @@
+"""The host loop: an ``Actor`` around any rlkit agent and Acme's one-line ``EnvironmentLoop``.
+
+::
+
+    env = rlkit.envs.make_host("gym:CartPole-v1")
+    agent = rlkit.agents.dqn.make(config, rlkit.envs.environment_spec(env))
+    actor = Actor(agent, agent.init(jax.random.key(0)), adder=replay_writer)
+    EnvironmentLoop(env, actor).run(num_episodes=10)
+
+The agent is the same ``Agent`` the device loop runs: the actor calls its jitted
+``act`` on a batch of one observation, and hands each step to ``adder`` as a numpy
+``Transition`` (where a replay writer, e.g. Reverb's, plugs in); a learner pushes
+fresh parameters back with ``update_state``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import dm_env
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlkit.types import Agent, AgentState, Transition
+
+Adder = Callable[[Transition], Any]
+Logger = Callable[[dict], Any]
+
+
+class Actor:
+    """Acts with an agent in one host environment, one step at a time.
+
+    Args:
+      agent: any rlkit ``Agent``.
+      state: its ``AgentState`` (parameters); replace it with ``update_state``.
+      seed: seeds the action keys.
+      deterministic: greedy / mean actions (evaluation).
+      adder: called with each step's ``Transition`` (numpy, unbatched).
+    """
+
+    def __init__(
+        self, agent: Agent, state: AgentState, seed: int = 0, deterministic: bool = False,
+        adder: Adder | None = None,
+    ):
+        self.agent = agent
+        self.state = state
+        self.adder = adder
+        self.last_extras: dict[str, np.ndarray] = {}  # what act returned for the last action
+        self._key = jax.random.key(seed)
+        self._carry = agent.init_carry(1)
+        self._observation: np.ndarray | None = None
+
+        def act(state, observation, carry, key):
+            out = agent.act(state, observation[None], carry, key, deterministic)
+            return out.action[0], out.carry, jax.tree.map(lambda x: x[0], out.extras)
+
+        self._act = jax.jit(act)
+
+    def observe_first(self, timestep: dm_env.TimeStep) -> None:
+        """Start an episode: reset the recurrent carry and remember the first observation."""
+        self._carry = self.agent.init_carry(1)
+        self._observation = np.asarray(timestep.observation)
+
+    def select_action(self, observation: np.ndarray) -> np.ndarray:
+        """The agent's action for one observation (the carry advances)."""
+        self._key, key = jax.random.split(self._key)
+        action, self._carry, extras = self._act(self.state, jnp.asarray(observation), self._carry, key)
+        self.last_extras = jax.tree.map(np.asarray, extras)
+        return np.asarray(action)
+
+    def observe(self, action: np.ndarray, next_timestep: dm_env.TimeStep) -> Transition:
+        """Record the step ``action`` led to; returns it (and hands it to ``adder``).
+
+        ``discount_t`` is the environment's discount (0 at termination, 1 at a
+        truncation); ``obs_t`` is the observation of ``next_timestep``, the final
+        one at the end of an episode.
+        """
+        if self._observation is None:
+            raise RuntimeError("Actor.observe before observe_first: start each episode with observe_first")
+        obs_t = np.asarray(next_timestep.observation)
+        transition = Transition(
+            obs_tm1=self._observation,
+            action_tm1=np.asarray(action),
+            reward_t=np.asarray(next_timestep.reward, np.float32).reshape(()),
+            discount_t=np.asarray(next_timestep.discount, np.float32).reshape(()),
+            obs_t=obs_t,
+            last_t=np.asarray(next_timestep.last()),
+        )
+        self._observation = obs_t
+        if self.adder is not None:
+            self.adder(transition)
+        return transition
+
+    def update_state(self, new_state: AgentState) -> None:
+        """Act with fresh agent state (parameters from a learner) from the next action on."""
+        self.state = new_state
+
+
+def print_logger(record: dict) -> None:
+    """The default logger: one line per episode."""
+    print(
+        f"episode {record['episodes']}: return {record['episode_return']:.2f}, "
+        f"length {record['episode_length']}, {record['steps_per_second']:.0f} steps/s, "
+        f"{record['total_steps']} steps"
+    )
+
+
+class EnvironmentLoop:
+    """Run an actor in a dm_env environment, episode by episode, logging each episode.
+
+    Args:
+      environment: any ``dm_env.Environment``.
+      actor: anything with ``observe_first``, ``select_action`` and ``observe``.
+      logger: a callable taking each episode's record (a dict); prints a line by default.
+    """
+
+    def __init__(self, environment: dm_env.Environment, actor: Actor, logger: Logger | None = None):
+        self.environment = environment
+        self.actor = actor
+        self.logger = print_logger if logger is None else logger
+        self.episodes = 0
+        self.total_steps = 0
+
+    def run_episode(self) -> dict:
+        """One whole episode; returns (and logs) its record."""
+        start = time.perf_counter()
+        timestep = self.environment.reset()
+        self.actor.observe_first(timestep)
+        episode_return, episode_length = 0.0, 0
+        while not timestep.last():
+            action = self.actor.select_action(timestep.observation)
+            timestep = self.environment.step(action)
+            self.actor.observe(action, next_timestep=timestep)
+            episode_return += float(np.sum(timestep.reward))
+            episode_length += 1
+        self.episodes += 1
+        self.total_steps += episode_length
+        record = {
+            "episodes": self.episodes,
+            "episode_return": episode_return,
+            "episode_length": episode_length,
+            "steps_per_second": episode_length / max(time.perf_counter() - start, 1e-9),
+            "total_steps": self.total_steps,
+        }
+        self.logger(record)
+        return record
+
+    def run(self, num_episodes: int | None = None, num_steps: int | None = None) -> list[dict]:
+        """Run whole episodes until ``num_episodes`` episodes or ``num_steps`` steps (this call's).
+
+        With ``num_steps`` the episode under way is finished, so a run may go past it.
+        Returns each episode's record.
+        """
+        if num_episodes is None and num_steps is None:
+            raise ValueError("EnvironmentLoop.run: give num_episodes or num_steps (it never runs forever)")
+        for name, value in (("num_episodes", num_episodes), ("num_steps", num_steps)):
+            if value is not None and value < 1:
+                raise ValueError(f"EnvironmentLoop.run: {name} must be >= 1, got {value}")
+        records: list[dict] = []
+        steps = 0
+        while not (
+            (num_episodes is not None and len(records) >= num_episodes)
+            or (num_steps is not None and steps >= num_steps)
+        ):
+            records.append(self.run_episode())
+            steps += records[-1]["episode_length"]
+        return records
