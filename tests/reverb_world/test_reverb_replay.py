@@ -1,0 +1,280 @@
+"""rlkit.replay.reverb: n-step items from a host actor, dead servers, the sampler and its rate limiter."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from rlkit import envs
+from rlkit.agents import dqn
+from rlkit.loops.host import Actor, EnvironmentLoop
+from rlkit.types import ExperienceSpec, Transition
+
+pytestmark = pytest.mark.reverb
+
+GAMMA = 0.9
+
+
+@pytest.fixture(scope="module")
+def rr(reverb_module):
+    from rlkit.replay import reverb as rr
+
+    return rr
+
+
+def example_transition(obs_size=4):
+    return Transition(
+        obs_tm1=np.zeros(obs_size, np.float32), action_tm1=np.int32(0), reward_t=np.float32(0),
+        discount_t=np.float32(0), obs_t=np.zeros(obs_size, np.float32), last_t=np.bool_(False),
+    )
+
+
+def spec_for(n_step, buffer_size=1000, min_size=1, batch_size=8):
+    return ExperienceSpec(
+        kind="transitions", num_envs=1, rollout_length=1, batch_size=batch_size, buffer_size=buffer_size,
+        min_size=min_size, n_step=n_step, gamma=GAMMA,
+    )
+
+
+class Policy:
+    """A scripted agent-like policy: keep CartPole up (push towards the pole), or always push right."""
+
+    def __init__(self, balance):
+        self.balance = balance
+
+    def __call__(self, obs):
+        return np.int32(1 if (not self.balance or obs[2] + 0.5 * obs[3] > 0) else 0)
+
+
+def run_episodes(adder, balance, max_episode_steps, episodes, seed):
+    import gymnasium
+
+    env = envs.GymWrapper(gymnasium.make("CartPole-v1", max_episode_steps=max_episode_steps), seed=seed)
+    agent = dqn.make(dqn.Config(num_envs=1, hidden_sizes=(8,)), envs.environment_spec(env))
+    actor = Actor(agent, agent.init(jax.random.key(0)), adder=adder)
+    policy = Policy(balance)
+    actor.select_action = policy  # scripted actions; observe/adder are the Actor's own
+    steps = []
+
+    def record(transition):
+        steps.append(transition)
+        adder(transition)
+
+    actor.adder = record
+    records = EnvironmentLoop(env, actor, logger=lambda r: None).run(num_episodes=episodes)
+    return steps, records
+
+
+def drain(rr, client, table, example):
+    """Every item of a uniform table: sample (with replacement) until each key was seen."""
+    size = client.server_info(timeout=5)[table].current_size
+    sampler = rr.Sampler(client, table, 64, example, timeout_s=10)
+    items = {}
+    for _ in range(200):
+        keys, _, batch = sampler.sample()
+        for i, key in enumerate(keys):
+            items[int(key)] = Transition(*(np.asarray(f)[i] for f in batch))
+        if len(items) == size:
+            return list(items.values())
+    raise AssertionError(f"saw {len(items)} of {size} items")
+
+
+def device_fold(steps, n, gamma):
+    """rlkit.replay.n_step_transition over every start, the window padded past the stream's end."""
+    from rlkit.replay import n_step_transition
+
+    stacked = jax.tree.map(lambda *x: np.stack(x), *steps)
+    out = []
+    for t in range(len(steps)):
+        idx = np.minimum(np.arange(t, t + n), len(steps) - 1)
+        out.append(jax.tree.map(np.asarray, n_step_transition(jax.tree.map(lambda x: x[idx], stacked), gamma)))
+    return out
+
+
+def sort_key(tr):
+    return tuple(np.round(np.concatenate([tr.obs_tm1, [tr.action_tm1]]), 6))
+
+
+def test_n_step_fold_equals_device_fold(rr):
+    rng = np.random.default_rng(0)
+    steps = [
+        Transition(rng.normal(size=3).astype(np.float32), np.int32(i % 2), np.float32(rng.normal()),
+                   np.float32(0.0 if i == 6 else 1.0), rng.normal(size=3).astype(np.float32), np.bool_(i in (3, 6, 9)))
+        for i in range(10)
+    ]
+    for n in (1, 2, 3, 5):
+        expected = device_fold(steps, n, GAMMA)
+        for t in range(len(steps)):
+            end = next((k for k in range(t, min(t + n, len(steps))) if steps[k].last_t), min(t + n, len(steps)) - 1)
+            got = rr.n_step_fold(steps[t : end + 1], GAMMA)
+            for field, a, b in zip(Transition._fields, got, expected[t]):
+                np.testing.assert_allclose(a, b, rtol=1e-6, err_msg=f"n={n} t={t} {field}")
+
+
+@pytest.mark.parametrize("n_step", [1, 3])
+def test_actor_writes_truncations_terminations_and_n_step_items(rr, reverb_module, n_step):
+    reverb = reverb_module
+    spec, example = spec_for(n_step), example_transition()
+    # A loose limiter: this test inserts everything before sampling.
+    server = reverb.Server(rr.make_tables(spec, example, samples_per_insert=1.0, error_buffer=1e4), port=None)
+    try:
+        client = reverb.Client(f"127.0.0.1:{server.port}")
+        writer = rr.TransitionWriter(client, spec, flush_every=4, example=example)
+        truncated, _ = run_episodes(writer, balance=True, max_episode_steps=5, episodes=2, seed=1)
+        terminated, records = run_episodes(writer, balance=False, max_episode_steps=500, episodes=2, seed=2)
+        writer.flush()
+        assert truncated[4].last_t and truncated[4].discount_t == 1.0  # truncation bootstraps
+        assert terminated[-1].last_t and terminated[-1].discount_t == 0.0 and records[-1]["episode_length"] < 500
+        steps = truncated + terminated
+        assert writer.items_written == len(steps)  # one item per step, shorter ones at episode ends
+        got = sorted(drain(rr, client, "replay", example), key=sort_key)
+        assert len(got) == len(steps)
+        expected = sorted(device_fold(steps, n_step, GAMMA), key=sort_key)
+        for g, e in zip(got, expected):
+            for field, a, b in zip(Transition._fields, g, e):
+                np.testing.assert_allclose(a, b, rtol=1e-6, err_msg=field)
+        if n_step == 1:
+            ends = [g for g in got if g.last_t]
+            assert sorted(float(g.discount_t) for g in ends) == [0.0, 0.0, GAMMA, GAMMA]
+        writer.close()
+    finally:
+        server.stop()
+
+
+SERVER_SCRIPT = """
+import sys, time
+import rlax  # before reverb
+import reverb
+spec = eval(sys.argv[1])
+server = reverb.Server([reverb.Table.queue('q', 1000)], port=None)
+print(server.port, flush=True)
+time.sleep(600)
+"""
+
+
+def start_server_process():
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER_SCRIPT.replace("spec = eval(sys.argv[1])\n", "")],
+        stdout=subprocess.PIPE, text=True,
+    )
+    port = int(proc.stdout.readline())
+    return proc, port
+
+
+def test_killed_server_raises_replay_unavailable_not_hang(rr, reverb_module):
+    reverb = reverb_module
+    spec, example = spec_for(1), example_transition()
+    proc, port = start_server_process()
+    try:
+        client = reverb.Client(f"127.0.0.1:{port}")
+        writer = rr.TransitionWriter(client, spec, table="q", flush_every=4, timeout_ms=3000)
+        sampler = rr.Sampler(client, "q", 2, example, timeout_s=3)
+        step = example_transition()._replace(last_t=np.bool_(False), discount_t=np.float32(1))
+        for _ in range(6):
+            writer(step)
+        writer.flush()
+        _, _, batch = sampler.sample()
+        assert batch.obs_tm1.shape == (2, 4)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        start = time.monotonic()
+        with pytest.raises(rr.ReplayUnavailable, match=f"127.0.0.1:{port}.*3000 ms"):
+            for _ in range(3):
+                writer(step)
+            writer.flush()
+        assert time.monotonic() - start < 15
+        start = time.monotonic()
+        with pytest.raises(rr.ReplayUnavailable):
+            writer(step)  # a broken writer stays broken, at once
+        assert time.monotonic() - start < 1
+        start = time.monotonic()
+        with pytest.raises(rr.ReplayUnavailable, match=f"127.0.0.1:{port}"):
+            sampler.sample()
+        assert time.monotonic() - start < 15
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_private_sampler_returns_info_then_data(rr, reverb_module):
+    reverb = reverb_module
+    server = reverb.Server([reverb.Table.queue("q", 10)], port=None)
+    try:
+        client = reverb.Client(f"127.0.0.1:{server.port}")
+        client.insert([np.arange(3, dtype=np.float32), np.int32(7)], {"q": 1.0})
+        sampler, num_info = rr._new_sampler(client, "q", 1)
+        sample = sampler.GetNextTrajectory()
+        assert num_info == 5 and len(sample) == num_info + 2
+        assert float(sample[1]) == 1.0  # probability
+        np.testing.assert_array_equal(sample[num_info], np.arange(3, dtype=np.float32))
+        assert int(sample[num_info + 1]) == 7
+    finally:
+        server.stop()
+
+
+def test_sampler_batches_and_rate_limiter(rr, reverb_module):
+    reverb = reverb_module
+    spec, example = spec_for(1, min_size=20, batch_size=8), example_transition()
+    tables = rr.make_tables(spec, example, samples_per_insert=1.0, error_buffer=100.0)
+    server = reverb.Server(tables, port=None)
+    try:
+        client = reverb.Client(f"127.0.0.1:{server.port}")
+        writer = rr.TransitionWriter(client, spec, flush_every=4, example=example)
+        sampler = rr.Sampler(f"127.0.0.1:{server.port}", "replay", 8, example, timeout_s=1)
+        for i in range(10):
+            writer(Transition(np.full(4, i, np.float32), np.int64(i % 2), np.float64(1), np.float32(1),
+                              np.full(4, i + 1, np.float32), np.bool_(False)))
+        writer.flush()
+        start = time.monotonic()
+        with pytest.raises(rr.ReplayNotReady, match="holds 10 items"):
+            sampler.sample()  # min_size=20 not reached: the limiter blocks
+        assert time.monotonic() - start < 5
+        for i in range(10, 30):
+            writer(Transition(np.full(4, i, np.float32), np.int32(i % 2), np.float32(1), np.float32(1),
+                              np.full(4, i + 1, np.float32), np.bool_(i == 29)))
+        writer.flush()
+        keys, probabilities, batch = sampler.sample(timeout_s=10)
+        assert keys.shape == (8,) and keys.dtype == np.uint64
+        np.testing.assert_allclose(probabilities, 1 / 30)
+        shapes = {f: (np.shape(x), np.asarray(x).dtype) for f, x in batch._asdict().items()}
+        assert shapes == {
+            "obs_tm1": ((8, 4), np.float32), "action_tm1": ((8,), np.int32), "reward_t": ((8,), np.float32),
+            "discount_t": ((8,), np.float32), "obs_t": ((8, 4), np.float32), "last_t": ((8,), np.bool_),
+        }
+        np.testing.assert_array_equal(batch.obs_t, batch.obs_tm1 + 1)
+        np.testing.assert_allclose(batch.discount_t, GAMMA)
+    finally:
+        server.stop()
+
+
+def test_prioritized_table_update_priorities(rr, reverb_module):
+    reverb = reverb_module
+    spec, example = spec_for(1, min_size=1, batch_size=4), example_transition()
+    server = reverb.Server(rr.make_tables(spec, example, prioritized=True, samples_per_insert=1.0,
+                                          error_buffer=1000.0), port=None)
+    try:
+        client = reverb.Client(f"127.0.0.1:{server.port}")
+        writer = rr.TransitionWriter(client, spec, example=example)
+        for i in range(4):
+            writer(example._replace(obs_tm1=np.full(4, i, np.float32)))
+        writer.flush()
+        sampler = rr.Sampler(client, "replay", 4, example, timeout_s=5)
+        keys, _, batch = sampler.sample()
+        favourite = keys[batch.obs_tm1[:, 0] == 2][0]
+        sampler.update_priorities(np.unique(keys), [100.0 if k == favourite else 1e-6 for k in np.unique(keys)])
+        _, probabilities, batch = sampler.sample()
+        assert (batch.obs_tm1[:, 0] == 2).mean() >= 0.75 and probabilities.max() > 0.9
+    finally:
+        server.stop()
+
+
+def test_rollout_kind_is_a_queue(rr, reverb_module):
+    spec = ExperienceSpec(kind="rollout", num_envs=1, rollout_length=16)
+    (table,) = rr.make_tables(spec, example_transition(), name="rollouts")
+    assert table.name == "rollouts"
+    assert table.info.signature.obs_tm1.shape == (16, 4)
