@@ -18,16 +18,20 @@ after a bounded wait instead of hanging.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
+import threading
 from typing import Any, Sequence
 
 import numpy as np
 import rlax  # noqa: F401  (TensorFlow Probability's JAX substrate must load before TensorFlow)
 
-import reverb  # noqa: I001  (after rlax, on purpose)
+# isort: split
+import reverb  # after rlax, on purpose
 import tensorflow as tf
 
 from rlkit.types import ExperienceSpec, Transition
+
+# Reverb objects left behind after a dead server: destroying them could block, so they live on.
+_ABANDONED: list = []
 
 
 class ReplayUnavailable(RuntimeError):
@@ -213,6 +217,9 @@ class TransitionWriter:
             raise self._error
 
     def _fail(self, error: Exception, doing: str):
+        # Closing (also from __del__) hangs while the server is down: disarm close and keep the writer.
+        self._writer.close = lambda *args, **kwargs: None
+        _ABANDONED.append(self._writer)
         self._error = ReplayUnavailable(
             f"Reverb server {_address(self.client)} did not confirm items in table {self.table!r} within "
             f"{self.timeout_ms} ms while {doing} ({type(error).__name__}: {error}); is the server running? "
@@ -256,7 +263,6 @@ class Sampler:
         self.max_in_flight = max_in_flight or batch_size
         self._treedef = type(example)
         self._sampler = None
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     def _fetch(self) -> list[list[np.ndarray]]:
         if self._sampler is None:
@@ -271,22 +277,30 @@ class Sampler:
         server does not answer.
         """
         timeout = self.timeout_s if timeout_s is None else timeout_s
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rlkit-reverb-sampler")
-        future = self._executor.submit(self._fetch)
-        try:
-            samples = future.result(timeout=timeout)
-        except concurrent.futures.TimeoutError:
-            # The call is stuck in C++; abandon it (its thread with it) and start afresh next time.
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor, self._sampler = None, None
+        # A daemon thread, so a call stuck in C++ (a dead server) never blocks the interpreter's exit.
+        result: dict = {}
+
+        def fetch():
+            try:
+                result["samples"] = self._fetch()
+            except Exception as error:  # noqa: BLE001
+                result["error"] = error
+
+        thread = threading.Thread(target=fetch, name="rlkit-reverb-sampler", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if thread.is_alive():
+            _ABANDONED.append(self._sampler)  # stuck in C++: never destroy it under the thread's feet
+            self._sampler = None
             self._raise_timeout(timeout)
-        except Exception as error:  # noqa: BLE001
-            self._executor, self._sampler = None, None
+        if "error" in result:
+            self._sampler = None
+            error = result["error"]
             raise ReplayUnavailable(
                 f"sampling table {self.table!r} from Reverb server {_address(self.client)} failed: "
                 f"{type(error).__name__}: {error}"
             ) from error
+        samples = result["samples"]
         n = self._num_info
         columns = list(zip(*samples))
         keys = np.asarray([int(np.asarray(k)) for k in columns[0]], np.uint64)
@@ -311,7 +325,10 @@ class Sampler:
         )
 
     def update_priorities(self, keys: np.ndarray, priorities: np.ndarray) -> None:
-        """Set the priorities of sampled items (prioritized tables)."""
+        """Set the priorities of sampled items (prioritized tables).
+
+        Samples already prefetched (up to ``max_in_flight``) were drawn with the old priorities.
+        """
         updates = {int(k): float(p) for k, p in zip(np.asarray(keys), np.asarray(priorities))}
         try:
             self.client.mutate_priorities(self.table, updates=updates)
