@@ -159,9 +159,6 @@ def test_tiny_sweep_end_to_end(tmp_path, monkeypatch, capsys):
 def test_cli_reports_sweep_errors(capsys):
     from rlkit import cli
 
-    try:
-        code = cli.main(["sweep", "--agent", "ppo", "--env", "CartPole-v1", "--steps", "256", "--grid", "lr=1"])
-    except SystemExit:
-        pytest.skip("rlkit.cli does not register the sweep command yet")
+    code = cli.main(["sweep", "--agent", "ppo", "--env", "CartPole-v1", "--steps", "256", "--grid", "lr=1"])
     assert code == 2
     assert "rlkit sweep: error: --grid lr:" in capsys.readouterr().err
