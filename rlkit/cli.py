@@ -25,6 +25,9 @@ def _catalogue() -> str:
     lines.append("environments (gymnax, on device):")
     lines.extend(textwrap.wrap(", ".join(envs.env_ids()), 96, initial_indent="  ", subsequent_indent="  ",
                                 break_on_hyphens=False))
+    lines.append("host environments (--backend reverb, Reverb world):")
+    lines.append("  gym:ID (gymnasium, e.g. gym:CartPole-v1), gymnax:ID, dm_control:DOMAIN-TASK (e.g. "
+                 "dm_control:cartpole-balance)")
     return "\n".join(lines)
 
 
@@ -42,7 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--agent", required=True, help="agent name (see the list below)")
     train.add_argument("--env", required=True, help="environment id (see the list below)")
-    train.add_argument("--seeds", type=int, default=1, help="number of seeds, trained vmapped (default 1)")
+    train.add_argument(
+        "--backend", choices=("device", "reverb"), default="device",
+        help="device (default): the jitted on-device loop over gymnax environments, seeds vmapped; reverb: the "
+             "host loop over a dm_env environment (gym:ID, gymnax:ID, dm_control:DOMAIN-TASK) with an "
+             "in-process Reverb replay, off-policy agents only, seeds one after another; needs the Reverb "
+             "world: bash scripts/run.sh reverb python -m rlkit train ... --backend reverb",
+    )
+    train.add_argument(
+        "--seeds", type=int, default=1,
+        help="number of seeds (default 1): vmapped in one compile on the device backend, run one after "
+             "another on the reverb backend",
+    )
     train.add_argument("--first-seed", type=int, default=0, help="first seed; seeds are consecutive (default 0)")
     train.add_argument("--steps", type=parse_steps, required=True, help="environment steps per seed, e.g. 5e5")
     train.add_argument("--out", required=True, help="run directory for results.json and metrics.jsonl")
@@ -79,7 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from rlkit import agents, envs
+    if getattr(args, "backend", "device") == "reverb":  # the host path; imports Reverb only after checking
+        from rlkit.runs import host
+
+        return host.train_command(args)
+    from rlkit import agents, envs, presets
     from rlkit import config as cfg
     from rlkit.loops.device import RunConfig, make_trainer
     from rlkit.runs import records
@@ -92,7 +110,7 @@ def train_command(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     agent_module = agents.get(args.agent)
-    config = cfg.override(agent_module.Config(), dict(args.overrides))
+    config = cfg.override(presets.config_for(args.agent, args.env), dict(args.overrides))
     env = envs.make(args.env)
     run = RunConfig(total_steps=args.steps, num_chunks=args.chunks, eval_episodes=args.eval_episodes)
     trainer = make_trainer(agent_module, config, env, run)

@@ -46,17 +46,48 @@ class MLP(nn.Module):
 
 
 class CategoricalActorCritic(nn.Module):
-    """Separate policy and value MLPs; returns (logits, value)."""
+    """Separate policy and value MLPs; returns (logits, value); ``value(obs)`` runs the critic alone."""
 
     num_actions: int
     hidden_sizes: Sequence[int] = (64, 64)
     activation: str = "tanh"
 
-    @nn.compact
+    def setup(self):
+        self.actor = MLP(self.hidden_sizes, self.activation)
+        self.policy_head = _dense(self.num_actions, 0.01)
+        self.critic = MLP(self.hidden_sizes, self.activation)
+        self.value_head = _dense(1, 1.0)
+
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-        logits = _dense(self.num_actions, 0.01)(MLP(self.hidden_sizes, self.activation)(obs))
-        value = _dense(1, 1.0)(MLP(self.hidden_sizes, self.activation)(obs))
-        return logits, jnp.squeeze(value, -1)
+        return self.policy_head(self.actor(obs)), self.value(obs)
+
+    def value(self, obs: jax.Array) -> jax.Array:
+        return jnp.squeeze(self.value_head(self.critic(obs)), -1)
+
+
+class GaussianActorCritic(nn.Module):
+    """Separate policy and value MLPs for continuous actions; returns (mean, log_std, value).
+
+    ``log_std`` is one learned vector, independent of the state; ``value(obs)`` runs the critic alone.
+    """
+
+    action_size: int
+    hidden_sizes: Sequence[int] = (64, 64)
+    activation: str = "tanh"
+    init_log_std: float = 0.0
+
+    def setup(self):
+        self.actor = MLP(self.hidden_sizes, self.activation)
+        self.mean_head = _dense(self.action_size, 0.01)
+        self.log_std = self.param("log_std", lambda _, shape: jnp.full(shape, self.init_log_std), (self.action_size,))
+        self.critic = MLP(self.hidden_sizes, self.activation)
+        self.value_head = _dense(1, 1.0)
+
+    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        return self.mean_head(self.actor(obs)), self.log_std, self.value(obs)
+
+    def value(self, obs: jax.Array) -> jax.Array:
+        return jnp.squeeze(self.value_head(self.critic(obs)), -1)
 
 
 class QNetwork(nn.Module):
@@ -66,12 +97,83 @@ class QNetwork(nn.Module):
     hidden_sizes: Sequence[int] = (64, 64)
     activation: str = "relu"
     dueling: bool = False
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
-        h = MLP(self.hidden_sizes, self.activation)(obs)
+        h = MLP(self.hidden_sizes, self.activation, self.layer_norm)(obs)
         if not self.dueling:
             return _dense(self.num_actions, 1.0)(h)
         value = _dense(1, 1.0)(h)
         advantage = _dense(self.num_actions, 1.0)(h)
         return value + advantage - jnp.mean(advantage, axis=-1, keepdims=True)
+
+
+class DistributionalQNetwork(nn.Module):
+    """``num_atoms`` outputs per action, ``[..., num_actions, num_atoms]``: C51 logits or QR-DQN quantiles.
+
+    With ``dueling`` a value + advantage head per atom (as in Rainbow, Hessel et al., 2018).
+    """
+
+    num_actions: int
+    num_atoms: int
+    hidden_sizes: Sequence[int] = (64, 64)
+    activation: str = "relu"
+    dueling: bool = False
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        h = MLP(self.hidden_sizes, self.activation, self.layer_norm)(obs)
+        shape = (*h.shape[:-1], self.num_actions, self.num_atoms)
+        out = _dense(self.num_actions * self.num_atoms, 1.0)(h).reshape(shape)
+        if not self.dueling:
+            return out
+        value = _dense(self.num_atoms, 1.0)(h)[..., None, :]
+        return value + out - jnp.mean(out, axis=-2, keepdims=True)
+
+
+class SquashedGaussianActor(nn.Module):
+    """A diagonal Gaussian policy head for SAC; returns ``(mean, log_std)`` before the tanh squash.
+
+    ``log_std`` is bounded smoothly to ``[log_std_min, log_std_max]`` (a rescaled tanh).
+    """
+
+    action_dim: int
+    hidden_sizes: Sequence[int] = (256, 256)
+    activation: str = "relu"
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        h = MLP(self.hidden_sizes, self.activation)(obs)
+        mean = _dense(self.action_dim, 0.01)(h)
+        log_std = jnp.tanh(_dense(self.action_dim, 0.01)(h))
+        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (log_std + 1.0)
+        return mean, log_std
+
+
+class DeterministicActor(nn.Module):
+    """A deterministic policy for DDPG and TD3: ``tanh`` of an MLP head, in ``[-1, 1]``."""
+
+    action_dim: int
+    hidden_sizes: Sequence[int] = (256, 256)
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        h = MLP(self.hidden_sizes, self.activation)(obs)
+        return jnp.tanh(_dense(self.action_dim, 0.01)(h))
+
+
+class ContinuousQNetwork(nn.Module):
+    """``Q(s, a)`` for continuous actions: an MLP over the observation and action, concatenated."""
+
+    hidden_sizes: Sequence[int] = (256, 256)
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+        h = MLP(self.hidden_sizes, self.activation)(jnp.concatenate([obs, action], axis=-1))
+        return jnp.squeeze(_dense(1, 1.0)(h), -1)

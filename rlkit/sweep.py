@@ -443,7 +443,7 @@ def add_parser(subcommands: Any, epilog: str | None = None) -> argparse.Argument
 
 def command(args: argparse.Namespace) -> int:
     """Run ``python -m rlkit sweep``; bad input raises ValueError (or FileExistsError) before compiling."""
-    from rlkit import agents, envs
+    from rlkit import agents, envs, presets
     from rlkit.loops.device import RunConfig
 
     started = time.perf_counter()
@@ -455,7 +455,7 @@ def command(args: argparse.Namespace) -> int:
     both = [name for name in grid if name in overrides]
     if both:
         raise ValueError(f"{', '.join(both)}: given in both --set and --grid; use one")
-    base_config = cfg.override(agent_module.Config(), overrides)
+    base_config = cfg.override(presets.config_for(args.agent, args.env), overrides)
     env = envs.make(args.env)
     run = RunConfig(total_steps=args.steps, num_chunks=args.chunks, eval_episodes=args.eval_episodes)
     groups = plan_sweep(agent_module, base_config, env, run, grid)

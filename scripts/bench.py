@@ -3,6 +3,7 @@
     python scripts/bench.py --agent ppo --env CartPole-v1 [--steps 5e5] [--set name=value ...]
                             [--seeds 1,16] [--json OUT]
     python scripts/bench.py --agent ppo --env CartPole-v1 --compare-rejax /work/.venv-peers/bin/python
+    python scripts/bench.py --agent dqn --env gym:CartPole-v1 --backend reverb [--steps 2e4] [--updates 1000]
 
 For each seed count (vmapped in one compile) it times training the way ``rlkit.run_training`` does
 (``rlkit.compile_training``: init, chunk and evaluation compiled side by side, then the chunks,
@@ -16,6 +17,11 @@ before each measurement, so compile times are honest.
 settings (``--set`` still wins), and prints the median ratio rlkit/rejax of compile+run time.
 rejax's train includes its evaluation (initial and final, 128 episodes each), so rlkit's total is
 given with its evaluation (compile + run, 128 episodes) and without.
+
+``--backend reverb`` (Reverb world) times the host loop instead: environment steps/s of the actor
+writing every transition to an in-process Reverb server with the learner paused, learner updates/s
+and samples/s from Reverb with the actor paused, and both interleaved at the replay ratio, beside the
+raw step rate of the same environment in a bare Python loop (random actions; the ceiling).
 """
 
 from __future__ import annotations
@@ -44,8 +50,12 @@ jax.config.update("jax_enable_compilation_cache", False)
 REJAX_BENCH = Path(__file__).resolve().parents[2] / "shared" / "peers" / "rejax_bench.py"  # ../shared
 
 
-def rejax_settings(agent: str, steps: int) -> dict[str, str]:
-    """rlkit config values matching what rejax_bench.py runs (its settings plus rejax's defaults)."""
+def rejax_settings(agent: str, steps: int, action_scale: float = 1.0) -> dict[str, str]:
+    """rlkit config values matching what rejax_bench.py runs (its settings plus rejax's defaults).
+
+    ``action_scale`` is the half-width of a continuous action range: rejax's TD3 noise is in
+    the environment's units, rlkit's a fraction of that half-width.
+    """
     network = {"hidden_sizes": "64,64", "activation": "swish"}  # rejax's default network
     if agent == "ppo":
         return {
@@ -59,6 +69,29 @@ def rejax_settings(agent: str, steps: int) -> dict[str, str]:
             "learning_starts": "10000", "learning_rate": "2.5e-4", "anneal_lr": "false",
             "target_update_freq": "500", "tau": "0.01", "gamma": "0.99", "double_q": "true",
             "epsilon_decay_steps": str(max(1, steps // 10)), **network,
+        }
+    # rejax SAC/TD3: 1 env, one update per env step (num_epochs 1) once 2048 steps are in, 64x64
+    # networks, Polyak 0.99 at each target update (every step; TD3 every policy_delay steps), no
+    # gradient clipping (optax.clip(inf)); TD3 acts uniformly before learning starts, SAC does not.
+    off_policy = {
+        "num_envs": "1", "num_steps": "1", "updates_per_step": "1", "buffer_size": "131072",
+        "learning_starts": "2048", "batch_size": "256", "learning_rate": "3e-4", "gamma": "0.99",
+        "tau": "0.01", "num_critics": "2", "max_grad_norm": "inf", "hidden_sizes": "64,64",
+    }
+    if agent == "sac":
+        return {**off_policy, "activation": "relu", "random_warmup": "false", "autotune": "true",
+                "init_alpha": "1.0", "target_entropy_scale": "1.0"}
+    if agent == "td3":
+        return {**off_policy, "activation": "swish", "random_warmup": "true", "policy_delay": "2",
+                "exploration_noise": repr(0.3 / action_scale), "target_noise": repr(0.2 / action_scale),
+                "target_noise_clip": repr(0.5 / action_scale)}
+    if agent == "pqn":  # rejax_bench runs rejax's PQN defaults (algos/pqn.py, mixins.py)
+        return {
+            "num_envs": "64", "num_steps": "64", "num_epochs": "1", "num_minibatches": "16",
+            "learning_rate": "3e-4", "anneal_lr": "false", "max_grad_norm": "inf", "gamma": "0.99",
+            "td_lambda": "0.9", "reward_scale": "1.0", "epsilon_start": "1.0", "epsilon_end": "0.05",
+            "epsilon_decay_steps": str(max(1, steps // 10)), "hidden_sizes": "64,64",
+            "activation": "relu", "layer_norm": "true",
         }
     raise ValueError(f"--compare-rejax: no rejax_bench settings known for agent {agent!r}")
 
@@ -230,12 +263,148 @@ def compare_rejax(args: argparse.Namespace, sets: dict[str, str]) -> list[dict]:
     return [*rows, summary]
 
 
+# -- --backend reverb: the host loop (Reverb world) -------------------------------------------------
+
+
+def bare_loop_rate(env_id: str, steps: int) -> dict:
+    """The ceiling: random actions in a bare Python loop over the raw environment (gymnasium for ``gym:``
+    ids; the dm_env environment itself otherwise), resetting at episode ends."""
+    from rlkit.envs import make_host
+
+    prefix, _, name = env_id.partition(":")
+    if prefix == "gym":
+        import gymnasium
+
+        env = gymnasium.make(name)
+        env.reset(seed=0)
+        env.action_space.seed(0)
+        start = time.perf_counter()
+        for _ in range(steps):
+            _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+            if terminated or truncated:
+                env.reset()
+        kind = "bare gymnasium loop"
+    else:
+        env = make_host(env_id, seed=0)
+        spec = env.action_spec()
+        rng = np.random.default_rng(0)
+        env.reset()
+        start = time.perf_counter()
+        for _ in range(steps):
+            if hasattr(spec, "num_values"):
+                action = rng.integers(spec.num_values)
+            else:
+                action = rng.uniform(spec.minimum, spec.maximum, spec.shape).astype(spec.dtype)
+            if env.step(action).last():
+                env.reset()
+        kind = "bare dm_env loop"
+    return {"kind": kind, "steps": steps, "steps_per_s": steps / (time.perf_counter() - start)}
+
+
+def adapter_loop_rate(env_id: str, steps: int) -> dict:
+    """Random actions through rlkit's dm_env adapter (``make_host``), as the actor sees the environment."""
+    from rlkit.envs import make_host
+
+    env = make_host(env_id, seed=0)
+    spec = env.action_spec()
+    rng = np.random.default_rng(0)
+    timestep = env.reset()
+    start = time.perf_counter()
+    for _ in range(steps):
+        if hasattr(spec, "num_values"):
+            action = np.int32(rng.integers(spec.num_values))
+        else:
+            action = rng.uniform(spec.minimum, spec.maximum, spec.shape).astype(np.float32)
+        timestep = env.step(action)
+        if timestep.last():
+            timestep = env.reset()
+    return {"kind": "dm_env adapter loop", "steps": steps, "steps_per_s": steps / (time.perf_counter() - start)}
+
+
+def measure_reverb(args: argparse.Namespace, module, config) -> list[dict]:
+    """The host loop through an in-process Reverb server: the actor alone, the learner alone, both."""
+    try:
+        from rlkit.loops import reverb_experiment
+    except ImportError as error:
+        raise SystemExit(f"bench: error: --backend reverb needs the Reverb world (bash scripts/run.sh reverb "
+                         f"python scripts/bench.py ... --backend reverb): {error}") from None
+    HostExperiment, HostSettings = reverb_experiment.HostExperiment, reverb_experiment.HostSettings
+    steps, updates = args.steps, args.updates
+    records = [bare_loop_rate(args.env, steps), adapter_loop_rate(args.env, steps)]
+    for record in records:
+        print(json.dumps(rounded(record)), flush=True)
+
+    # 1. The actor with the learner paused: act, step, write every transition to Reverb (no ratio limiter).
+    experiment = HostExperiment(module, config, args.env, seed=0, total_steps=steps,
+                                settings=HostSettings(samples_per_insert=0))
+    try:
+        compile_s = experiment.compile()
+        experiment.train(min(steps, 1_000), learn=False)  # warm: first episodes, writer, server
+        metrics = experiment.train(steps, learn=False)
+        records.append({"kind": "actor (learner paused)", "steps": steps, "compile_s": compile_s,
+                        "steps_per_s": metrics["steps_per_second"],
+                        "items_in_table": experiment.table_size()})
+        print(json.dumps(rounded(records[-1])), flush=True)
+        # 2. The learner alone on that table: sampling only, then sampling + update.
+        sampler = experiment.sampler
+        sampler.sample()
+        start = time.perf_counter()
+        for _ in range(updates):
+            sampler.sample()
+        seconds = time.perf_counter() - start
+        records.append({"kind": "sampling alone", "updates": updates, "batch_size": sampler.batch_size,
+                        "samples_per_s": updates * sampler.batch_size / seconds})
+        print(json.dumps(rounded(records[-1])), flush=True)
+        experiment.learner_steps(10)
+        seconds = experiment.learner_steps(updates)
+        records.append({"kind": "learner alone (sample + update)", "updates": updates,
+                        "updates_per_s": updates / seconds, "samples_per_s": updates * sampler.batch_size / seconds})
+        print(json.dumps(rounded(records[-1])), flush=True)
+    finally:
+        experiment.close()
+
+    # 3. Both, interleaved at the replay ratio (the table's SampleToInsertRatio limiter), as in training.
+    experiment = HostExperiment(module, config, args.env, seed=0, total_steps=2 * steps)
+    try:
+        experiment.compile()
+        experiment.train(experiment.spec.min_size + 1_000)  # fill to min_size, then learn a little
+        before = experiment.updates
+        metrics = experiment.train(steps)
+        seconds = steps / metrics["steps_per_second"]
+        done = experiment.updates - before
+        records.append({"kind": "actor + learner (learning)", "steps": steps, "steps_per_s": metrics["steps_per_second"],
+                        "updates_per_s": done / seconds, "samples_per_s": done * experiment.spec.batch_size / seconds,
+                        "samples_per_insert": experiment.samples_per_insert})
+        print(json.dumps(rounded(records[-1])), flush=True)
+    finally:
+        experiment.close()
+    return [rounded(r) for r in records]
+
+
+def print_reverb_table(records: list[dict]) -> None:
+    bare = records[0]["steps_per_s"]
+    header = f"{'measurement':<34} {'env steps/s':>12} {'of bare loop':>12} {'updates/s':>10} {'samples/s':>11}"
+    print(header)
+    print("-" * len(header))
+    for r in records:
+        steps = f"{r['steps_per_s']:,.0f}" if "steps_per_s" in r else ""
+        share = f"{r['steps_per_s'] / bare:.1%}" if "steps_per_s" in r else ""
+        per_s = f"{r['updates_per_s']:,.0f}" if "updates_per_s" in r else ""
+        samples = f"{r['samples_per_s']:,.0f}" if "samples_per_s" in r else ""
+        print(f"{r['kind']:<34} {steps:>12} {share:>12} {per_s:>10} {samples:>11}")
+
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agent", required=True, help="agent name: " + ", ".join(rlkit.agents.REGISTRY))
-    parser.add_argument("--env", required=True, help="gymnax environment id")
-    parser.add_argument("--steps", type=lambda text: int(float(text)), default=500_000,
-                        help="environment steps per seed (default 5e5)")
+    parser.add_argument("--env", required=True, help="gymnax environment id (--backend reverb: a host id, gym:ID ...)")
+    parser.add_argument("--steps", type=lambda text: int(float(text)), default=None,
+                        help="environment steps per seed (default 5e5; --backend reverb: per measurement, default 2e4)")
+    parser.add_argument("--backend", choices=("device", "reverb"), default="device",
+                        help="reverb: time the host loop through an in-process Reverb server (Reverb world): the "
+                             "actor with the learner paused, the learner alone, both, beside the bare env loop")
+    parser.add_argument("--updates", type=int, default=1_000, help="--backend reverb: learner updates to time")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE",
                         type=lambda text: tuple(part.strip() for part in text.split("=", 1)),
                         help="override a config field (repeatable), as in `python -m rlkit train`")
@@ -250,17 +419,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if any(len(pair) != 2 for pair in args.sets):
         parser.error("--set expects NAME=VALUE")
+    if args.steps is None:
+        args.steps = 20_000 if args.backend == "reverb" else 500_000
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.backend == "reverb":
+        return main_reverb(args)
     try:  # everything is checked before anything compiles; rlkit's messages say what to change
         module = rlkit.agents.get(args.agent)
         sets = dict(args.sets)
         if args.compare_rejax:
-            sets = {**rejax_settings(args.agent, args.steps), **sets}
-        config = rlkit.config.override(module.Config(), sets)
+            spec = rlkit.make_env(args.env).spec
+            scale = float(np.max(spec.action_high - spec.action_low) / 2) if spec.action_kind == "continuous" else 1.0
+            sets = {**rejax_settings(args.agent, args.steps, scale), **sets}
+        config = rlkit.config.override(rlkit.presets.config_for(args.agent, args.env), sets)
         rlkit.make_trainer(module, config, rlkit.make_env(args.env), rlkit.RunConfig(total_steps=args.steps))
     except ValueError as error:
         print(f"bench: error: {error}", file=sys.stderr)
@@ -285,6 +460,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         document = {"agent": args.agent, "env": args.env, "config": rlkit.config.to_dict(config),
                     "device": str(jax.devices()[0]), "results": records}
+        Path(args.json).write_text(json.dumps(document, indent=1))
+    return 0
+
+
+def main_reverb(args: argparse.Namespace) -> int:
+    """``--backend reverb``: the host loop's rates beside the bare environment loop."""
+    from rlkit.envs import environment_spec, make_host
+
+    try:
+        module = rlkit.agents.get(args.agent)
+        config = rlkit.config.override(rlkit.presets.config_for(args.agent, args.env), dict(args.sets))
+        module.make(config, environment_spec(make_host(args.env)), args.steps)
+        if module.experience(config).kind != "transitions":
+            raise ValueError(f"--backend reverb times off-policy agents; {args.agent} is on-policy")
+    except ValueError as error:
+        print(f"bench: error: {error}", file=sys.stderr)
+        return 2
+    records = measure_reverb(args, module, config)
+    print()
+    print_reverb_table(records)
+    if args.json:
+        document = {"agent": args.agent, "env": args.env, "backend": "reverb",
+                    "config": rlkit.config.to_dict(config), "results": records}
         Path(args.json).write_text(json.dumps(document, indent=1))
     return 0
 

@@ -23,9 +23,10 @@ common=(-q -p 3.11 --python-platform x86_64-manylinux_2_28)
 
 header="# Regenerate both locks: bash scripts/lock.sh   (install: bash scripts/env.sh WORLD)"
 
-"$UV" pip compile pyproject.toml --extra dev --extra tensorboard "${common[@]}" "$@" \
+# Both worlds carry the host environments (envs: gymnasium, dm-control, mujoco) for rlkit.envs.make_host.
+"$UV" pip compile pyproject.toml --extra dev --extra tensorboard --extra envs "${common[@]}" "$@" \
   -o requirements/core.lock
-"$UV" pip compile pyproject.toml --extra reverb --extra dev --extra tensorboard \
+"$UV" pip compile pyproject.toml --extra reverb --extra dev --extra tensorboard --extra envs \
   --override requirements/reverb-overrides.txt "${common[@]}" "$@" \
   -o requirements/reverb.lock
 

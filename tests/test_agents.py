@@ -81,8 +81,6 @@ def test_dqn_rejects_continuous_actions():
     pendulum = envs.make("Pendulum-v1")
     with pytest.raises(ValueError, match="discrete action space"):
         dqn.make(dqn.Config(), pendulum.spec)
-    with pytest.raises(ValueError, match="discrete action space"):
-        ppo.make(ppo.Config(), pendulum.spec)
 
 
 def test_config_errors_name_the_field():
@@ -110,3 +108,35 @@ def test_dueling_and_n_step_dqn_update(cartpole):
     new_state, metrics = jax.jit(agent.update)(state, batch, jax.random.key(2))
     assert np.isfinite(float(metrics["loss"]))
     assert int(new_state.updates) == 1
+
+
+def test_ppo_continuous_actions():
+    pendulum = envs.make("Pendulum-v1")
+    config = dataclasses.replace(
+        TINY["ppo"], normalize_observations=True, normalize_rewards=True, init_log_std=0.5
+    )
+    agent = ppo.make(config, pendulum.spec, total_steps=1000)
+    state = jax.jit(agent.init)(jax.random.key(0))
+    obs = 3.0 * jnp.ones((2, *pendulum.spec.observation_shape))
+    act = jax.jit(agent.act, static_argnames="deterministic")
+    out = act(state, obs, (), jax.random.key(1))
+    assert out.action.shape == (2, 1) and out.action.dtype == jnp.float32
+    assert jnp.all(jnp.abs(out.action) <= 2.0), "actions are clipped to the bounds"
+    assert out.extras["raw_action"].shape == (2, 1)
+    greedy = act(state, obs, (), jax.random.key(5), deterministic=True)
+    assert jnp.array_equal(greedy.action, act(state, obs, (), jax.random.key(6), deterministic=True).action)
+
+    extras = jax.tree.map(lambda x: jnp.broadcast_to(x, (8, *x.shape)), out.extras)
+    rollout = fake_rollout(pendulum.spec, extras)._replace(action=jnp.broadcast_to(out.action, (8, 2, 1)))
+    new_state, metrics = jax.jit(agent.update)(state, rollout, jax.random.key(2))
+    changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), new_state.params, state.params)
+    assert all(jax.tree.leaves(changed)), "every parameter, log_std included, moves"
+    assert all(np.isfinite(np.asarray(v)).all() for v in metrics.values())
+    # Normalization statistics live in the state and follow the rollout.
+    np.testing.assert_allclose(new_state.obs_moments.mean, rollout.obs.reshape(-1, 3).mean(0), rtol=1e-3, atol=1e-3)
+    assert float(new_state.return_moments.count) > float(state.return_moments.count)
+    again, _ = jax.jit(agent.update)(state, rollout, jax.random.key(2))
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), new_state, again))
+    states = jax.vmap(agent.init)(jax.random.split(jax.random.key(0), 2))
+    kernel = states.params["params"]["actor"]["Dense_0"]["kernel"]
+    assert not np.array_equal(kernel[0], kernel[1])

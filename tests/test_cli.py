@@ -68,3 +68,24 @@ def test_help_lists_agents_and_envs():
     assert out.returncode == 0
     for name in ("ppo", "dqn", "CartPole-v1", "Breakout-MinAtar", "Catch-bsuite", "--set"):
         assert name in out.stdout
+
+
+def test_backend_reverb_outside_the_reverb_world_says_where_to_run_it(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("reverb") is not None:  # in the Reverb world: pretend it is missing
+        real = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "reverb" else real(name, *a))
+    code = main(["train", "--agent", "dqn", "--env", "gym:CartPole-v1", "--backend", "reverb", "--steps", "1000",
+                 "--out", str(tmp_path / "x")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "needs the Reverb world" in err and "bash scripts/run.sh reverb" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_help_explains_the_backends():
+    out = subprocess.run([sys.executable, "-m", "rlkit", "train", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    text = " ".join(out.stdout.split())
+    assert "--backend {device,reverb}" in text and "one after another" in text and "gym:ID" in text

@@ -7,7 +7,7 @@ evaluation return (32 episodes per seed).
 import numpy as np
 import pytest
 
-from rlkit import RunConfig, make_env, make_trainer, run_training
+from rlkit import RunConfig, make_env, make_trainer, presets, run_training
 from rlkit.agents import dqn, ppo
 
 pytestmark = pytest.mark.learning
@@ -15,9 +15,12 @@ pytestmark = pytest.mark.learning
 SEEDS = [0, 1, 2, 3]
 
 
-def final_eval(module, steps):
-    env = make_env("CartPole-v1")
-    trainer = make_trainer(module, module.Config(), env, RunConfig(total_steps=steps, num_chunks=4))
+def final_eval(module, steps, env_id="CartPole-v1"):
+    """Per-seed mean final greedy return of the pair's preset (the defaults where none)."""
+    name = module.__name__.rsplit(".", 1)[-1]
+    env = make_env(env_id)
+    config = presets.config_for(name, env_id)
+    trainer = make_trainer(module, config, env, RunConfig(total_steps=steps, num_chunks=4))
     result = run_training(trainer, SEEDS)
     per_seed = result.eval_returns.mean(axis=1)
     print(f"{module.__name__}: eval per seed {np.round(per_seed, 1).tolist()}, "
@@ -33,3 +36,10 @@ def test_ppo_solves_cartpole_within_5e5_steps():
 def test_dqn_solves_cartpole_within_5e5_steps():
     per_seed = final_eval(dqn, 500_000)
     assert per_seed.mean() >= 475, per_seed
+
+
+def test_ppo_continuous_on_pendulum_within_1e6_steps():
+    steps = presets.get("ppo", "Pendulum-v1").steps
+    assert steps <= 1_000_000
+    per_seed = final_eval(ppo, steps, "Pendulum-v1")
+    assert per_seed.mean() >= -400, per_seed

@@ -5,9 +5,10 @@ from __future__ import annotations
 import difflib
 from types import ModuleType
 
-from rlkit.agents import dqn, ppo
+from rlkit.agents import c51, ddpg, dqn, ppo, pqn, qrdqn, sac, td3
 
-REGISTRY: dict[str, ModuleType] = {"ppo": ppo, "dqn": dqn}
+REGISTRY: dict[str, ModuleType] = {"ppo": ppo, "dqn": dqn, "c51": c51, "qrdqn": qrdqn, "pqn": pqn,
+                                 "sac": sac, "td3": td3, "ddpg": ddpg}
 
 
 def get(name: str) -> ModuleType:
@@ -19,4 +20,4 @@ def get(name: str) -> ModuleType:
     return REGISTRY[name]
 
 
-__all__ = ["REGISTRY", "get", "dqn", "ppo"]
+__all__ = ["REGISTRY", "get", "c51", "dqn", "ppo", "pqn", "qrdqn", "sac", "td3", "ddpg"]

@@ -4,6 +4,12 @@ Mnih et al., "Human-level control through deep reinforcement learning", 2015;
 van Hasselt et al., "Deep Reinforcement Learning with Double Q-learning", 2016;
 Wang et al., "Dueling Network Architectures for Deep RL", 2016. Losses from rlax.
 
+``distribution`` switches to a distributional value: "categorical" is C51 (Bellemare
+et al., "A Distributional Perspective on Reinforcement Learning", 2017), "quantile" is
+QR-DQN (Dabney et al., "Distributional Reinforcement Learning with Quantile Regression",
+2018); ``rlkit.agents.c51`` and ``rlkit.agents.qrdqn`` are this module with their defaults.
+Actions are greedy in the expected value.
+
 ``update`` learns from a batch of (n-step) ``Transition`` whose ``discount_t``
 already holds ``gamma ** n`` (0 at termination, so truncation bootstraps).
 Exploration is epsilon-greedy, epsilon decaying linearly with the environment
@@ -21,7 +27,7 @@ import optax
 import rlax
 
 from rlkit import config as cfg
-from rlkit.networks import QNetwork, activation_fn
+from rlkit.networks import DistributionalQNetwork, QNetwork, activation_fn
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Transition
 
 
@@ -36,6 +42,10 @@ class Config:
     ``target_update_freq`` and ``epsilon_decay_steps`` count environment steps
     (all environments together); ``learning_starts`` transitions are collected
     with a uniform policy before the first update.
+
+    ``distribution``: "none" (scalar Q-values), "categorical" (``num_atoms`` atoms
+    evenly spaced on [``v_min``, ``v_max``]) or "quantile" (``num_atoms`` quantiles,
+    Huber threshold ``huber_kappa``).
     """
 
     num_envs: int = 10
@@ -57,6 +67,11 @@ class Config:
     max_grad_norm: float = 10.0
     hidden_sizes: tuple[int, ...] = (256, 256)
     activation: str = "relu"
+    distribution: str = "none"  # "none" | "categorical" (C51) | "quantile" (QR-DQN)
+    num_atoms: int = 51  # atoms (categorical) or quantiles (quantile)
+    v_min: float = -10.0  # categorical support
+    v_max: float = 10.0
+    huber_kappa: float = 1.0  # quantile Huber loss threshold
 
     def __post_init__(self):
         for name in ("num_envs", "num_steps", "batch_size", "n_step", "target_update_freq"):
@@ -80,6 +95,16 @@ class Config:
         cfg.check_positive("epsilon_decay_steps", self.epsilon_decay_steps)
         cfg.check_positive("max_grad_norm", self.max_grad_norm)
         activation_fn(self.activation)
+        if self.distribution not in DISTRIBUTIONS:
+            raise ValueError(f"distribution: {self.distribution!r} is not one of {list(DISTRIBUTIONS)}")
+        if self.distribution != "none" and self.num_atoms < 2:
+            raise ValueError(f"num_atoms must be >= 2, got {self.num_atoms}")
+        cfg.check_positive("v_max - v_min", self.v_max - self.v_min)
+        cfg.check_positive("huber_kappa", self.huber_kappa)
+
+
+DISTRIBUTIONS = ("none", "categorical", "quantile")
+AGENT_NAMES = {"none": "dqn", "categorical": "c51", "quantile": "qrdqn"}
 
 
 class DQNState(NamedTuple):
@@ -107,10 +132,26 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
     """Build DQN for ``spec`` (discrete actions only); ``total_steps`` sets the annealing horizon."""
     if spec.action_kind != "discrete":
         raise ValueError(
-            f"agent dqn: needs a discrete action space, but the environment's is "
+            f"agent {AGENT_NAMES[config.distribution]}: needs a discrete action space, but the environment's is "
             f"{spec.action_kind} (shape ({spec.num_actions},)); use sac, td3 or ppo for it"
         )
-    network = QNetwork(spec.num_actions, config.hidden_sizes, config.activation, config.dueling)
+    if config.distribution == "none":
+        network = QNetwork(spec.num_actions, config.hidden_sizes, config.activation, config.dueling)
+    else:
+        network = DistributionalQNetwork(
+            spec.num_actions, config.num_atoms, config.hidden_sizes, config.activation, config.dueling
+        )
+    atoms = jnp.linspace(config.v_min, config.v_max, config.num_atoms)
+    taus = (jnp.arange(config.num_atoms) + 0.5) / config.num_atoms  # quantile midpoints
+
+    def q_values(output):
+        """Expected action values ``[..., num_actions]`` from the network's output."""
+        if config.distribution == "categorical":
+            return jnp.sum(jax.nn.softmax(output) * atoms, axis=-1)
+        if config.distribution == "quantile":
+            return jnp.mean(output, axis=-1)
+        return output
+
     env_steps_per_update = config.num_envs * config.num_steps
     if config.anneal_lr and total_steps:
         learning_rate = optax.linear_schedule(
@@ -133,7 +174,7 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
         return DQNState(params, params, optimizer.init(params), jnp.zeros((), jnp.int32))
 
     def act(state, observation, carry, key, deterministic=False):
-        q = network.apply(state.params, observation)
+        q = q_values(network.apply(state.params, observation))
         greedy = jnp.argmax(q, axis=-1)
         if deterministic:
             return ActOutput(greedy, carry, {})
@@ -142,20 +183,40 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
         random_action = jax.random.randint(action_key, greedy.shape, 0, spec.num_actions)
         return ActOutput(jnp.where(explore, random_action, greedy), carry, {})
 
+    def distributional_loss(out_tm1, out_t_target, out_t_selector, batch: Transition):
+        """Per-transition C51 cross-entropy or QR-DQN quantile Huber loss (rlax)."""
+        a_tm1, r_t, d_t = batch.action_tm1, batch.reward_t, batch.discount_t
+        if config.distribution == "categorical":
+            if config.double_q:
+                return jax.vmap(rlax.categorical_double_q_learning, in_axes=(None, 0, 0, 0, 0, None, 0, 0))(
+                    atoms, out_tm1, a_tm1, r_t, d_t, atoms, out_t_target, q_values(out_t_selector)
+                )
+            return jax.vmap(rlax.categorical_q_learning, in_axes=(None, 0, 0, 0, 0, None, 0))(
+                atoms, out_tm1, a_tm1, r_t, d_t, atoms, out_t_target
+            )
+        # rlax wants [quantiles, actions] and branches in Python on its Huber threshold, so
+        # pass kappa = 1 on values scaled by 1 / kappa: kappa**2 * L_1(x / kappa) = L_kappa(x).
+        kappa = config.huber_kappa
+        loss = jax.vmap(rlax.quantile_q_learning, in_axes=(0, None, 0, 0, 0, 0, 0, None))(
+            jnp.swapaxes(out_tm1, -1, -2) / kappa, taus, a_tm1, r_t / kappa, d_t,
+            jnp.swapaxes(out_t_selector, -1, -2), jnp.swapaxes(out_t_target, -1, -2) / kappa, 1.0,
+        )
+        return kappa**2 * loss
+
     def loss_fn(params, target_params, batch: Transition):
-        q_tm1 = network.apply(params, batch.obs_tm1)
-        q_t_target = network.apply(target_params, batch.obs_t)
-        if config.double_q:
-            q_t_selector = network.apply(params, batch.obs_t)
-            td = jax.vmap(rlax.double_q_learning)(
-                q_tm1, batch.action_tm1, batch.reward_t, batch.discount_t,
-                q_t_target, q_t_selector,
-            )
+        out_tm1 = network.apply(params, batch.obs_tm1)
+        out_t_target = network.apply(target_params, batch.obs_t)
+        out_t_selector = network.apply(params, batch.obs_t) if config.double_q else out_t_target
+        q_tm1 = q_values(out_tm1)
+        if config.distribution != "none":
+            loss = jnp.mean(distributional_loss(out_tm1, out_t_target, out_t_selector, batch))
         else:
-            td = jax.vmap(rlax.q_learning)(
-                q_tm1, batch.action_tm1, batch.reward_t, batch.discount_t, q_t_target
-            )
-        loss = 0.5 * jnp.mean(jnp.square(td))
+            transition = (q_tm1, batch.action_tm1, batch.reward_t, batch.discount_t, out_t_target)
+            if config.double_q:
+                td = jax.vmap(rlax.double_q_learning)(*transition, out_t_selector)
+            else:
+                td = jax.vmap(rlax.q_learning)(*transition)
+            loss = 0.5 * jnp.mean(jnp.square(td))
         return loss, {"loss": loss, "q_mean": jnp.mean(q_tm1)}
 
     def update(state, batch: Transition, key):

@@ -1,9 +1,21 @@
-"""Proximal Policy Optimization for discrete actions.
+"""Proximal Policy Optimization for discrete and continuous actions.
 
 Schulman et al., "Proximal Policy Optimization Algorithms", 2017
 (https://arxiv.org/abs/1707.06347): clipped surrogate objective, generalized
 advantage estimation (rlax), several epochs of minibatch updates over each
 rollout, an annealed learning rate and global-norm gradient clipping.
+
+Discrete actions use a categorical policy. Continuous actions use a diagonal
+Gaussian whose log standard deviation is a learned, state-independent vector;
+the sampled action is *clipped* to the environment's bounds before it reaches
+the environment, while the unclipped sample (``extras["raw_action"]``) is what
+the log-probabilities are computed on, as in CleanRL and PureJaxRL.
+
+Optional observation and reward normalization (Engstrom et al., 2020): running
+statistics live in the agent state, so they are checkpointed and vmapped with
+it. Observation statistics are updated from each rollout *after* learning from
+it (act and update see the same statistics); rewards are divided by the
+running standard deviation of the discounted return.
 
 Time-limit truncation bootstraps: the advantage at a truncated step uses the
 value of the final observation; a terminated step uses none.
@@ -20,7 +32,7 @@ import optax
 import rlax
 
 from rlkit import config as cfg
-from rlkit.networks import CategoricalActorCritic, activation_fn
+from rlkit.networks import CategoricalActorCritic, GaussianActorCritic, activation_fn
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Trajectory
 
 
@@ -42,6 +54,9 @@ class Config:
     max_grad_norm: float = 0.5
     clip_value: bool = True
     normalize_advantages: bool = True
+    normalize_observations: bool = False
+    normalize_rewards: bool = False
+    init_log_std: float = 0.0  # continuous actions: initial log standard deviation
     hidden_sizes: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
 
@@ -63,10 +78,44 @@ class Config:
         activation_fn(self.activation)
 
 
+class RunningMoments(NamedTuple):
+    """Running mean and variance (Chan et al.'s parallel update), for normalization."""
+
+    mean: jax.Array
+    var: jax.Array
+    count: jax.Array
+
+    @classmethod
+    def zeros(cls, shape: tuple[int, ...]) -> "RunningMoments":
+        return cls(jnp.zeros(shape), jnp.ones(shape), jnp.full((), 1e-4))
+
+    def update(self, x: jax.Array) -> "RunningMoments":
+        """Fold in a batch ``x [B, *shape]``."""
+        batch_mean, batch_var, n = jnp.mean(x, 0), jnp.var(x, 0), x.shape[0]
+        total = self.count + n
+        delta = batch_mean - self.mean
+        mean = self.mean + delta * n / total
+        m2 = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
+        return RunningMoments(mean, m2 / total, total)
+
+    def normalize(self, x: jax.Array, clip: float = 10.0) -> jax.Array:
+        return jnp.clip((x - self.mean) / jnp.sqrt(self.var + 1e-8), -clip, clip)
+
+
 class PPOState(NamedTuple):
+    """PPO's whole state.
+
+    ``obs_moments`` and ``return_moments`` hold the normalization statistics (unused,
+    but present, when normalization is off); ``discounted_return [num_envs]`` is the
+    running discounted return per environment that reward normalization scales by.
+    """
+
     params: dict
     opt_state: optax.OptState
     updates: jax.Array  # rollouts learned from so far
+    obs_moments: RunningMoments
+    return_moments: RunningMoments
+    discounted_return: jax.Array
 
 
 def experience(config: Config) -> ExperienceSpec:
@@ -105,18 +154,57 @@ def advantages(
     )
 
 
-def _log_prob(logits: jax.Array, action: jax.Array) -> jax.Array:
-    return jnp.take_along_axis(jax.nn.log_softmax(logits), action[..., None], axis=-1)[..., 0]
+class _Categorical(NamedTuple):
+    logits: jax.Array
+
+    def sample(self, key):
+        return jax.random.categorical(key, self.logits)
+
+    def mode(self):
+        return jnp.argmax(self.logits, axis=-1)
+
+    def log_prob(self, action):
+        return jnp.take_along_axis(jax.nn.log_softmax(self.logits), action[..., None], axis=-1)[..., 0]
+
+    def entropy(self):
+        log_probs = jax.nn.log_softmax(self.logits)
+        return -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
+
+
+class _DiagonalGaussian(NamedTuple):
+    mean: jax.Array
+    log_std: jax.Array
+
+    def sample(self, key):
+        return self.mean + jnp.exp(self.log_std) * jax.random.normal(key, self.mean.shape)
+
+    def mode(self):
+        return self.mean
+
+    def log_prob(self, action):
+        z = (action - self.mean) * jnp.exp(-self.log_std)
+        return jnp.sum(-0.5 * z**2 - self.log_std - 0.5 * jnp.log(2 * jnp.pi), axis=-1)
+
+    def entropy(self):
+        return jnp.sum(self.log_std + 0.5 * jnp.log(2 * jnp.pi * jnp.e), axis=-1) * jnp.ones(self.mean.shape[:-1])
 
 
 def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent:
     """Build PPO for ``spec``; ``total_steps`` sets the learning-rate annealing horizon."""
-    if spec.action_kind != "discrete":
-        raise ValueError(
-            f"agent ppo: needs a discrete action space, but the environment's is "
-            f"{spec.action_kind}; use a continuous-control agent"
-        )
-    network = CategoricalActorCritic(spec.num_actions, config.hidden_sizes, config.activation)
+    continuous = spec.action_kind == "continuous"
+    if continuous:
+        network = GaussianActorCritic(spec.num_actions, config.hidden_sizes, config.activation, config.init_log_std)
+        low, high = jnp.asarray(spec.action_low), jnp.asarray(spec.action_high)
+
+        def policy(params, obs):
+            mean, log_std, value = network.apply(params, obs)
+            return _DiagonalGaussian(mean, jnp.broadcast_to(log_std, mean.shape)), value
+    else:
+        network = CategoricalActorCritic(spec.num_actions, config.hidden_sizes, config.activation)
+
+        def policy(params, obs):
+            logits, value = network.apply(params, obs)
+            return _Categorical(logits), value
     batch_size = config.num_envs * config.num_steps
     minibatch_size = batch_size // config.num_minibatches
 
@@ -134,20 +222,26 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
 
     def init(key):
         params = network.init(key, jnp.zeros((1, *spec.observation_shape), jnp.float32))
-        return PPOState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+        return PPOState(
+            params, optimizer.init(params), jnp.zeros((), jnp.int32),
+            RunningMoments.zeros(spec.observation_shape), RunningMoments.zeros(()), jnp.zeros(config.num_envs),
+        )
+
+    def observe(state, observation):
+        return state.obs_moments.normalize(observation) if config.normalize_observations else observation
 
     def act(state, observation, carry, key, deterministic=False):
-        logits, value = network.apply(state.params, observation)
-        if deterministic:
-            action = jnp.argmax(logits, axis=-1)
-        else:
-            action = jax.random.categorical(key, logits)
-        log_prob = _log_prob(logits, action)
-        return ActOutput(action, carry, {"log_prob": log_prob, "value": value})
+        distribution, value = policy(state.params, observe(state, observation))
+        raw_action = distribution.mode() if deterministic else distribution.sample(key)
+        extras = {"log_prob": distribution.log_prob(raw_action), "value": value}
+        if not continuous:
+            return ActOutput(raw_action, carry, extras)
+        extras["raw_action"] = raw_action
+        return ActOutput(jnp.clip(raw_action, low, high), carry, extras)
 
     def loss_fn(params, batch):
-        logits, value = network.apply(params, batch["obs"])
-        log_prob = _log_prob(logits, batch["action"])
+        distribution, value = policy(params, batch["obs"])
+        log_prob = distribution.log_prob(batch["action"])
         ratio = jnp.exp(log_prob - batch["log_prob"])
         adv = batch["advantage"]
         if config.normalize_advantages:
@@ -163,8 +257,7 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
             )
         else:
             value_loss = 0.5 * jnp.mean(value_error**2)
-        log_probs = jax.nn.log_softmax(logits)
-        entropy = -jnp.mean(jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1))
+        entropy = jnp.mean(distribution.entropy())
         loss = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy
         stats = {
             "loss": loss,
@@ -182,15 +275,35 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), stats
 
+    def scale_rewards(state, rollout: Trajectory):
+        """Rewards divided by the running std of the discounted return (and the updated statistics)."""
+
+        def step(discounted, inputs):
+            reward, done = inputs
+            discounted = discounted * config.gamma + reward
+            return jnp.where(done, 0.0, discounted), discounted
+
+        done = rollout.terminated | rollout.truncated
+        discounted_return, returns = jax.lax.scan(step, state.discounted_return, (rollout.reward, done))
+        moments = state.return_moments.update(returns.reshape(-1))
+        return rollout.reward / jnp.sqrt(moments.var + 1e-8), moments, discounted_return
+
     def update(state, rollout: Trajectory, key):
-        _, v_t = network.apply(state.params, rollout.next_obs)
+        if config.normalize_rewards:
+            reward, return_moments, discounted_return = scale_rewards(state, rollout)
+        else:
+            reward, return_moments, discounted_return = (
+                rollout.reward, state.return_moments, state.discounted_return
+            )
+        obs, next_obs = observe(state, rollout.obs), observe(state, rollout.next_obs)
+        v_t = network.apply(state.params, next_obs, method="value")
         advantage = jax.vmap(advantages, in_axes=(1, 1, 1, 1, 1, None, None), out_axes=1)(
-            rollout.reward, rollout.terminated, rollout.truncated,
+            reward, rollout.terminated, rollout.truncated,
             rollout.extras["value"], v_t, config.gamma, config.gae_lambda,
         )
         flat = {
-            "obs": rollout.obs,
-            "action": rollout.action,
+            "obs": obs,
+            "action": rollout.extras["raw_action"] if continuous else rollout.action,
             "log_prob": rollout.extras["log_prob"],
             "value": rollout.extras["value"],
             "advantage": advantage,
@@ -210,6 +323,13 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
             epoch, (state.params, state.opt_state), jax.random.split(key, config.num_epochs)
         )
         metrics = jax.tree.map(jnp.mean, stats)
-        return PPOState(params, opt_state, state.updates + 1), metrics
+        obs_moments = (
+            state.obs_moments.update(rollout.obs.reshape(-1, *spec.observation_shape))
+            if config.normalize_observations else state.obs_moments
+        )
+        if continuous:
+            metrics["action_std"] = jnp.mean(jnp.exp(params["params"]["log_std"]))
+        new_state = PPOState(params, opt_state, state.updates + 1, obs_moments, return_moments, discounted_return)
+        return new_state, metrics
 
     return Agent(init=init, act=act, update=update)

@@ -11,6 +11,7 @@ device loop does.
 from __future__ import annotations
 
 import difflib
+import warnings
 from typing import Any
 
 import dm_env
@@ -272,7 +273,9 @@ def _make_gymnasium(name: str):
 
 def _make_dm_control(name: str, seed: int) -> dm_env.Environment:
     try:
-        from dm_control import suite
+        with warnings.catch_warnings():  # dm_control's import probes GLFW for rendering; we never render
+            warnings.filterwarnings("ignore", message=".*DISPLAY environment variable is missing")
+            from dm_control import suite
     except ImportError as error:
         raise ImportError(
             f"make_host('dm_control:{name}') needs dm-control, which is not installed: "

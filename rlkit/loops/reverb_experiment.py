@@ -1,123 +1,396 @@
-"""DQN through Reverb in one process: an in-process server, a host actor and a learner, interleaved.
+"""Off-policy agents through Reverb in one process: an in-process server, a host actor and a learner.
 
 Reverb world only (imports ``rlkit.replay.reverb``)::
 
-    result = train_with_reverb(total_steps=100_000, seed=0)
-    result["evaluations"]   # [(env_steps, mean greedy return), ...]
+    experiment = HostExperiment(dqn, config, "gym:CartPole-v1", seed=0, total_steps=100_000)
+    metrics = experiment.train(10_000)          # environment steps; the chunk's metrics
+    returns = experiment.evaluate(32)           # greedy returns of fresh evaluation episodes
+    experiment.close()
 
-The actor writes n-step transitions with ``TransitionWriter``; every ``config.num_steps`` environment
-steps the learner samples one batch (a ``SampleToInsertRatio`` table at ``batch_size / num_steps``
-samples per insert keeps the two paced), runs the jitted ``agent.update`` and pushes its state to the
-actor every ``push_every`` updates.
+    result = train_with_reverb(dqn, config, "gym:CartPole-v1", total_steps=100_000, seed=0)
+
+Any agent module (or ``SimpleNamespace(make=..., experience=...)``) whose ``experience(config)`` is
+``kind="transitions"`` runs here, on any dm_env environment: the agent comes from
+``make(config, environment_spec(env), total_steps)``, exactly as the device loop builds it.
+
+The actor writes n-step transitions to a Reverb table with ``TransitionWriter``. The two sides are
+interleaved in one thread as the device loop interleaves them: every ``spec.steps_per_update``
+environment steps, once ``spec.min_size`` items are in, the learner samples
+``spec.updates_per_rollout`` batches and runs the jitted ``agent.update`` on each, and the actor
+acts with the new state from its next step (every ``push_every`` learner iterations). The table's
+``SampleToInsertRatio`` limiter holds the same replay ratio, ``batch_size * updates_per_rollout /
+steps_per_update`` samples per insert, so a learner that falls behind (or runs ahead) blocks
+instead of silently changing the ratio; with the interleaving it never has to.
+
+Randomness is seeded (environment, initial state, action and update keys, all of XLA's "rbg"
+generator), but Reverb's uniform sampling is not seedable, so two runs differ in which transitions
+each batch holds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from typing import Any, Callable
 
+import dm_env
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from rlkit.agents import dqn
 from rlkit.envs import environment_spec, make_host
-from rlkit.loops.host import Actor, EnvironmentLoop
+from rlkit.loops.host import KEY_IMPL, Actor, EnvironmentLoop
 from rlkit.replay import reverb as reverb_replay
-from rlkit.types import Transition
+from rlkit.types import AgentFactory, Transition
 
 reverb = reverb_replay.reverb
 
-DEFAULT_CONFIG = dqn.Config(
-    num_envs=1, num_steps=4, buffer_size=50_000, batch_size=128, learning_starts=1_000,
-    learning_rate=5e-4, anneal_lr=False, gamma=0.99, n_step=3, target_update_freq=500,
-    epsilon_start=1.0, epsilon_end=0.02, epsilon_decay_steps=20_000, hidden_sizes=(128, 128),
-)
+EnvFactory = Callable[[int], dm_env.Environment]  # seed -> a fresh environment
 
 
-def evaluate(agent, state, env_id: str, episodes: int, seed: int) -> float:
-    """Mean greedy return over ``episodes`` episodes of a fresh host environment."""
-    env = make_host(env_id, seed=seed)
-    actor = Actor(agent, state, seed=seed, deterministic=True)
-    records = EnvironmentLoop(env, actor, logger=lambda record: None).run(num_episodes=episodes)
-    return float(np.mean([r["episode_return"] for r in records]))
+@dataclasses.dataclass(frozen=True)
+class HostSettings:
+    """How the host loop runs, beyond the agent's config.
 
-
-def train_with_reverb(
-    env_id: str = "gym:CartPole-v1",
-    config: dqn.Config = DEFAULT_CONFIG,
-    total_steps: int = 100_000,
-    seed: int = 0,
-    push_every: int = 4,
-    eval_every: int = 10_000,
-    eval_episodes: int = 5,
-    stop_at_return: float | None = None,
-    log=print,
-) -> dict:
-    """Train DQN on a host environment through an in-process Reverb server; returns a summary dict.
-
-    ``stop_at_return``: stop after the first evaluation whose mean greedy return reaches it.
-    Returns ``{"state", "evaluations": [(env_steps, mean_return)], "env_steps", "updates", "seconds"}``.
+    Attributes:
+      push_every: learner iterations between the actor's state refreshes (1: act with the newest).
+      samples_per_insert: the table's ratio; default the device loop's replay ratio; 0 keeps no ratio
+        (inserts never block: for ``train(learn=False)`` beyond ``min_size``, e.g. benchmarks).
+      flush_every: items the writer leaves unconfirmed at most.
+      timeout_s: how long a sample, a flush or a priority update may wait for the server.
+      max_in_flight: samples the sampler prefetches (default twice the batch size).
+      prefetch: sample the learner's next batch while its update computes (the batch then lacks the
+        transitions of the next ``steps_per_update`` steps; the table's limiter allows for it).
     """
-    env = make_host(env_id, seed=seed)
-    agent = dqn.make(config, environment_spec(env), total_steps=total_steps)
-    spec = dqn.experience(config)
-    state = agent.init(jax.random.key(seed))
-    update = jax.jit(agent.update)
 
-    # One item's structure and dtypes, from a real step of the actor.
-    probe = Actor(agent, state, seed=seed)
-    first = env.reset()
-    probe.observe_first(first)
-    action = probe.select_action(first.observation)
-    example = probe.observe(action, env.step(action))
-    example = Transition(*(np.asarray(x) for x in example))
-    env = make_host(env_id, seed=seed)  # start the run itself from a fresh seeded environment
+    push_every: int = 1
+    samples_per_insert: float | None = None
+    flush_every: int = 16
+    timeout_s: float = 30.0
+    max_in_flight: int | None = None
+    prefetch: bool = True
 
-    samples_per_insert = spec.batch_size / config.num_steps
-    tables = reverb_replay.make_tables(
-        spec, example, samples_per_insert=samples_per_insert,
-        error_buffer=max(spec.min_size, 4 * spec.batch_size) * samples_per_insert,
+    def __post_init__(self):
+        if self.push_every < 1:
+            raise ValueError(f"push_every must be >= 1, got {self.push_every}")
+        if self.samples_per_insert is not None and self.samples_per_insert < 0:
+            raise ValueError(f"samples_per_insert must be >= 0, got {self.samples_per_insert}")
+        if self.timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+
+
+def env_factory(env: str | EnvFactory) -> EnvFactory:
+    """``make_host``'s ids (``gym:...``, ``gymnax:...``, ``dm_control:...``) or a ``seed -> env`` callable."""
+    if isinstance(env, str):
+        return lambda seed: make_host(env, seed=seed)
+    return env
+
+
+def example_transition(agent, agent_state, spec) -> Transition:
+    """One unbatched ``Transition`` of zeros with the dtypes and shapes the actor writes."""
+    obs = np.zeros(spec.observation_shape, np.float32)
+    action = jax.eval_shape(
+        lambda: agent.act(agent_state, jnp.asarray(obs)[None], agent.init_carry(1), jax.random.key(0)).action
     )
-    server = reverb.Server(tables, port=None)
-    start = time.perf_counter()
-    try:
-        client = reverb.Client(f"127.0.0.1:{server.port}")
-        writer = reverb_replay.TransitionWriter(client, spec, example=example)
-        sampler = reverb_replay.Sampler(client, "replay", spec.batch_size, example, timeout_s=30)
-        actor = Actor(agent, state, seed=seed, adder=writer)
-        key = jax.random.key(seed + 1)
-        evaluations: list[tuple[int, float]] = []
-        updates, env_steps, learning = 0, 0, False
-        timestep = env.reset()
-        actor.observe_first(timestep)
-        while env_steps < total_steps:
+    return Transition(
+        obs_tm1=obs, action_tm1=np.zeros(action.shape[1:], action.dtype), reward_t=np.float32(0),
+        discount_t=np.float32(0), obs_t=obs, last_t=np.bool_(False),
+    )
+
+
+class HostExperiment:
+    """One seed of an off-policy agent on a host environment, learning through an in-process Reverb server.
+
+    Args:
+      agent_module: ``make`` and ``experience`` (an ``rlkit.agents`` module, or any ``AgentFactory``).
+      config: the agent's config.
+      env: a host environment id for ``make_host``, or a ``seed -> dm_env.Environment`` callable.
+      seed: seeds the environment, the initial agent state, and the action and update keys.
+      total_steps: the run's length, for the agent's schedules (``make``'s ``total_steps``).
+      settings: the host loop's ``HostSettings``.
+      replay_checkpoint_dir: if given, the server checkpoints its tables there
+        (``checkpoint_replay``) and, when it holds a checkpoint, starts from the latest one.
+      eval_seed: evaluation environments and keys are seeded from it (default ``seed + 10_000``).
+    """
+
+    def __init__(
+        self, agent_module: AgentFactory, config: Any, env: str | EnvFactory, seed: int = 0,
+        total_steps: int | None = None, settings: HostSettings = HostSettings(),
+        replay_checkpoint_dir: str | None = None, eval_seed: int | None = None,
+    ):
+        self.spec = agent_module.experience(config)
+        if self.spec.kind != "transitions":
+            raise ValueError(
+                f"the host (Reverb) loop runs off-policy agents, whose experience is 'transitions'; "
+                f"this agent's is {self.spec.kind!r} (train it with the device backend)"
+            )
+        self.config, self.settings, self.seed = config, settings, seed
+        self.make_env = env_factory(env)
+        self.env = self.make_env(seed)
+        self.env_spec = environment_spec(self.env)
+        self.agent = agent_module.make(config, self.env_spec, total_steps)
+        init_key, actor_key, self.learner_key = jax.random.split(jax.random.key(seed, impl=KEY_IMPL), 3)
+        self.state = self.agent.init(init_key)
+        self.example = example_transition(self.agent, self.state, self.env_spec)
+        spec = self.spec
+        self.samples_per_insert = (
+            reverb_replay.default_samples_per_insert(spec) if settings.samples_per_insert is None
+            else settings.samples_per_insert
+        )
+        max_in_flight = settings.max_in_flight or 2 * spec.batch_size
+        # Slack for the interleaving: the first update waits for a whole iteration, the writer holds
+        # back n-step windows and unconfirmed items, the sampler prefetches (see the module docstring).
+        slack_items = spec.steps_per_update + spec.n_step + settings.flush_every
+        error_buffer = 2.0 * (self.samples_per_insert * slack_items + max_in_flight + spec.batch_size)
+        tables = reverb_replay.make_tables(
+            spec, self.example, samples_per_insert=self.samples_per_insert, error_buffer=error_buffer
+        )
+        checkpointer = None
+        if replay_checkpoint_dir is not None:
+            checkpointer = reverb.checkpointers.DefaultCheckpointer(str(replay_checkpoint_dir))
+        self.server = reverb.Server(tables, port=None, checkpointer=checkpointer)
+        self.address = f"localhost:{self.server.port}"  # loopback only
+        self.client = reverb.Client(self.address)
+        self.writer = reverb_replay.TransitionWriter(
+            self.client, spec, flush_every=settings.flush_every, timeout_ms=int(1000 * settings.timeout_s),
+            example=self.example,
+        )
+        self.sampler = reverb_replay.Sampler(
+            self.client, "replay", spec.batch_size, self.example, timeout_s=settings.timeout_s,
+            max_in_flight=max_in_flight,
+        )
+        self.actor = Actor(self.agent, self.state, adder=self.writer, key=actor_key)
+        agent = self.agent
+
+        def update(state, batch, key):  # the key splits inside the jit: outside, a split costs ~1 ms on a CPU
+            key, update_key = jax.random.split(key)
+            state, metrics = agent.update(state, batch, update_key)
+            return state, metrics, key
+
+        self._update = jax.jit(update)
+        self._eval_actor: Actor | None = None
+        self._next_batch: Transition | None = None
+        self.eval_seed = seed + 10_000 if eval_seed is None else eval_seed
+        self.env_steps = 0
+        self.updates = 0
+        self.episodes = 0
+        self.evaluations = 0
+        self.learning = False
+        self._timestep: dm_env.TimeStep | None = None
+        self._episode_return = 0.0
+        self._episode_length = 0
+        self.timers = {"sample": 0.0, "update": 0.0}  # seconds the learner spent sampling, dispatching updates
+
+    # -- compiling ------------------------------------------------------------------------------
+
+    def compile(self) -> float:
+        """Compile the actor's ``act`` and the learner's ``update`` now; returns the seconds it took."""
+        start = time.perf_counter()
+        self.actor.compile(self.example.obs_tm1)
+        batch = jax.tree.map(lambda x: np.stack([x] * self.spec.batch_size), self.example)
+        jax.block_until_ready(self._update(self.state, batch, self.learner_key))
+        return time.perf_counter() - start
+
+    # -- training -------------------------------------------------------------------------------
+
+    def train(self, num_steps: int, learn: bool = True) -> dict[str, float]:
+        """Run ``num_steps`` environment steps, learning as they come; the steps' metrics.
+
+        Returns the means over this call of ``episode_return`` and ``episode_length`` (episodes that
+        ended in it; NaN if none) and of the agent's update metrics (absent before learning starts), with
+        ``episodes``, ``updates`` and ``env_steps`` (totals so far) and ``steps_per_second``. With
+        ``learn=False`` the learner is paused: the actor only fills the table (whose ratio limiter then
+        blocks inserts a little past ``min_size``, unless ``samples_per_insert=0``).
+        """
+        spec, actor, env = self.spec, self.actor, self.env
+        returns, lengths, metrics_list = [], [], []
+        update_every = spec.steps_per_update
+        start = time.perf_counter()
+        if self._timestep is None:
+            self._timestep = env.reset()
+            actor.observe_first(self._timestep)
+        timestep = self._timestep
+        for _ in range(num_steps):
             action = actor.select_action(timestep.observation)
             timestep = env.step(action)
             actor.observe(action, next_timestep=timestep)
-            env_steps += 1
+            self.env_steps += 1
+            self._episode_return += float(timestep.reward)
+            self._episode_length += 1
             if timestep.last():
+                returns.append(self._episode_return)
+                lengths.append(self._episode_length)
+                self.episodes += 1
+                self._episode_return, self._episode_length = 0.0, 0
                 timestep = env.reset()
                 actor.observe_first(timestep)
-            if not learning and writer.items_written >= spec.min_size:
-                writer.flush()  # the limiter counts confirmed items only
-                learning = True
-            if learning and env_steps % config.num_steps == 0:
-                _, _, batch = sampler.sample()
-                key, update_key = jax.random.split(key)
-                state, _ = update(state, batch, update_key)
-                updates += 1
-                if updates % push_every == 0:
-                    actor.update_state(state)
-            if env_steps % eval_every == 0:
-                mean_return = evaluate(agent, state, env_id, eval_episodes, seed + 1000 + env_steps)
-                evaluations.append((env_steps, mean_return))
-                log(f"reverb dqn: {env_steps} steps, {updates} updates, greedy return {mean_return:.1f}, "
-                    f"{time.perf_counter() - start:.0f} s")
-                if stop_at_return is not None and mean_return >= stop_at_return:
-                    break
-        writer.close()
+            if learn and self.env_steps % update_every == 0:
+                metrics_list.extend(self._learn())
+        self._timestep = timestep
+        seconds = time.perf_counter() - start
+        out = {"env_steps": float(self.env_steps)}
+        out["episode_return"] = float(np.mean(returns)) if returns else float("nan")
+        out["episode_length"] = float(np.mean(lengths)) if lengths else float("nan")
+        out["episodes"] = float(len(returns))
+        if metrics_list:
+            values = jax.device_get(metrics_list)
+            out.update({name: float(np.mean([m[name] for m in values])) for name in values[0]})
+        out["updates"] = float(self.updates)
+        out["steps_per_second"] = num_steps / max(seconds, 1e-9)
+        return out
+
+    def _learn(self) -> list[dict]:
+        """One learner iteration: ``updates_per_rollout`` updates, if the table holds ``min_size`` items."""
+        if not self.learning:
+            if self.writer.items_written < self.spec.min_size:
+                return []
+            self.writer.flush()  # the limiter counts confirmed items only
+            self.learning = True
+        metrics = []
+        for _ in range(self.spec.updates_per_rollout):
+            sampled = time.perf_counter()
+            batch = self._next_batch if self._next_batch is not None else self.sampler.sample()[2]
+            updated = time.perf_counter()
+            self.state, update_metrics, self.learner_key = self._update(self.state, batch, self.learner_key)
+            self.timers["sample"] += updated - sampled
+            self.timers["update"] += time.perf_counter() - updated
+            metrics.append(update_metrics)
+            self.updates += 1
+            if self.settings.prefetch:
+                # The update runs on XLA's threads (dispatch is asynchronous); sample the next batch meanwhile.
+                prefetched = time.perf_counter()
+                self._next_batch = self.sampler.sample()[2]
+                self.timers["sample"] += time.perf_counter() - prefetched
+        if (self.updates // self.spec.updates_per_rollout) % self.settings.push_every == 0:
+            self.actor.update_state(self.state)
+        return metrics
+
+    def learner_steps(self, num_updates: int) -> float:
+        """``num_updates`` learner updates without acting (benchmarks); returns their seconds."""
+        start = time.perf_counter()
+        for _ in range(num_updates):
+            _, _, batch = self.sampler.sample()
+            self.state, _, self.learner_key = self._update(self.state, batch, self.learner_key)
+            self.updates += 1
+        jax.block_until_ready(self.state)
+        return time.perf_counter() - start
+
+    # -- evaluation -----------------------------------------------------------------------------
+
+    def evaluate(self, episodes: int, seed: int | None = None) -> np.ndarray:
+        """Returns of ``episodes`` greedy episodes in a fresh environment seeded ``seed``.
+
+        By default each call uses a new seed derived from ``eval_seed``, so evaluations of a run never
+        repeat one another's episodes, and the same evaluation of the same state gives the same returns.
+        """
+        if seed is None:
+            seed = self.eval_seed + 1000 * self.evaluations
+        self.evaluations += 1
+        if self._eval_actor is None:
+            self._eval_actor = Actor(self.agent, self.state, deterministic=True)
+        actor = self._eval_actor
+        actor.update_state(self.state)
+        actor.key = jax.random.key(seed, impl=KEY_IMPL)
+        records = EnvironmentLoop(self.make_env(seed), actor, logger=lambda record: None).run(num_episodes=episodes)
+        return np.asarray([r["episode_return"] for r in records], np.float64)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def carry(self) -> dict[str, Any]:
+        """The run's JAX state: agent state and the action and update keys (for orbax)."""
+        return {"agent_state": self.state, "actor_key": self.actor.key, "learner_key": self.learner_key}
+
+    def counters(self) -> dict[str, Any]:
+        """The run's host counters (JSON-able)."""
+        return {
+            "env_steps": self.env_steps, "updates": self.updates, "episodes": self.episodes,
+            "evaluations": self.evaluations, "learning": self.learning,
+        }
+
+    def restore(self, carry: dict[str, Any], counters: dict[str, Any]) -> None:
+        """Continue from ``carry()`` and ``counters()`` of an earlier run (its replay comes from the server's
+        checkpoint). The episode under way then was lost: the next step starts a new one."""
+        self.state = carry["agent_state"]
+        self.actor.update_state(self.state)
+        self.actor.key = carry["actor_key"]
+        self.learner_key = carry["learner_key"]
+        self.env_steps, self.updates = int(counters["env_steps"]), int(counters["updates"])
+        self.episodes, self.evaluations = int(counters["episodes"]), int(counters["evaluations"])
+        self.learning = bool(counters["learning"])
+        # A fresh environment, seeded apart from the first one, for the new episode.
+        self.env = self.make_env((self.seed + 7919 * (1 + self.env_steps)) % (2**31 - 1))
+        self._timestep = None
+        self._next_batch = None
+        self._episode_return, self._episode_length = 0.0, 0
+        self.writer.end_episode()
+
+    def checkpoint_replay(self) -> str:
+        """Flush the writer and checkpoint the server's tables; returns the checkpoint's path."""
+        self.writer.flush()
+        return self.client.checkpoint()
+
+    def table_size(self) -> int:
+        return int(self.client.server_info(timeout=int(self.settings.timeout_s))["replay"].current_size)
+
+    def close(self) -> None:
+        """Close the writer and stop the server."""
+        if self.server is None:
+            return
+        try:
+            self.writer.close()
+        except reverb_replay.ReplayUnavailable:
+            pass
+        finally:
+            server, self.server = self.server, None
+            server.stop()
+            del server  # released now, while the interpreter is whole (its __del__ returns the port)
+
+
+def train_with_reverb(
+    agent_module: AgentFactory,
+    config: Any,
+    env: str | EnvFactory = "gym:CartPole-v1",
+    total_steps: int = 100_000,
+    seed: int = 0,
+    eval_every: int = 10_000,
+    eval_episodes: int = 5,
+    final_eval_episodes: int = 20,
+    stop_at_return: float | None = None,
+    settings: HostSettings = HostSettings(),
+    log: Callable[[str], Any] | None = print,
+) -> dict:
+    """Train one seed through an in-process Reverb server, evaluating every ``eval_every`` steps.
+
+    ``stop_at_return``: stop early after the first evaluation whose mean greedy return reaches it.
+    Whether it stopped early or not, the run ends with a final greedy evaluation of
+    ``final_eval_episodes`` fresh episodes (never seen by an earlier evaluation).
+
+    Returns ``{"state", "evaluations": [(env_steps, mean_return)], "final_returns", "final_return",
+    "env_steps", "updates", "compile_seconds", "seconds"}``.
+    """
+    experiment = HostExperiment(agent_module, config, env, seed=seed, total_steps=total_steps, settings=settings)
+    try:
+        compile_seconds = experiment.compile()
+        start = time.perf_counter()
+        evaluations: list[tuple[int, float]] = []
+        while experiment.env_steps < total_steps:
+            metrics = experiment.train(min(eval_every, total_steps - experiment.env_steps))
+            mean_return = float(np.mean(experiment.evaluate(eval_episodes)))
+            evaluations.append((experiment.env_steps, mean_return))
+            if log is not None:
+                log(f"host {experiment.env_steps} steps, {experiment.updates} updates: greedy return "
+                    f"{mean_return:.1f}, training return {metrics['episode_return']:.1f}, "
+                    f"{metrics['steps_per_second']:.0f} steps/s, {time.perf_counter() - start:.0f} s")
+            if stop_at_return is not None and mean_return >= stop_at_return:
+                break
+        final_returns = experiment.evaluate(final_eval_episodes)
+        if log is not None:
+            log(f"host final greedy return {final_returns.mean():.1f} over {final_eval_episodes} episodes")
+        return {
+            "state": experiment.state, "evaluations": evaluations, "final_returns": final_returns,
+            "final_return": float(final_returns.mean()), "env_steps": experiment.env_steps,
+            "updates": experiment.updates, "compile_seconds": compile_seconds,
+            "seconds": time.perf_counter() - start,
+        }
     finally:
-        server.stop()
-    return {
-        "state": state, "evaluations": evaluations, "env_steps": env_steps, "updates": updates,
-        "seconds": time.perf_counter() - start,
-    }
+        experiment.close()

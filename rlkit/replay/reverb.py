@@ -11,13 +11,16 @@ Reverb world only (dm-reverb + TensorFlow); the core never imports this module::
 
 Each item is one n-step ``Transition`` folded on the host exactly as
 ``rlkit.replay.n_step_transition`` folds it on the device (``n_step_fold``), never across an
-episode end. A server that is gone (or a table that will not yield) raises ``ReplayUnavailable``
-after a bounded wait instead of hanging.
+episode end. An item is stored as one ``uint8`` vector, the bytes of its fields (``ItemCodec``):
+one column instead of six halves the writer's and the sampler's per-item cost, and the bytes
+round-trip every dtype exactly. A server that is gone (or a table that will not yield) raises
+``ReplayUnavailable`` after a bounded wait instead of hanging.
 """
 
 from __future__ import annotations
 
 import collections
+import ctypes
 import threading
 from typing import Any, Sequence
 
@@ -30,8 +33,16 @@ import tensorflow as tf
 
 from rlkit.types import ExperienceSpec, Transition
 
-# Reverb objects left behind after a dead server: destroying them could block, so they live on.
+# Reverb objects left behind after an error (a dead server, a blocked table). Their C++ destructors
+# flush or join without a deadline, so destroying one could block for ever, even at the interpreter's
+# exit; they are leaked on purpose instead (an extra reference that is never dropped).
 _ABANDONED: list = []
+
+
+def _abandon(obj: Any) -> None:
+    if obj is not None:
+        _ABANDONED.append(obj)
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))  # survives the interpreter's final collection
 
 
 class ReplayUnavailable(RuntimeError):
@@ -55,6 +66,47 @@ def _signature(example: Any, leading: tuple[int, ...] = ()) -> Any:
     )
 
 
+class ItemCodec:
+    """Packs one item (a NamedTuple of arrays, e.g. an unbatched ``Transition``) into one ``uint8`` vector.
+
+    ``pack`` casts each field to ``example``'s dtype and concatenates the raw bytes; ``unpack`` turns
+    a ``[B, size]`` batch of such vectors back into the NamedTuple with a leading batch axis. Exact
+    for every dtype (the bytes are copied, never converted).
+    """
+
+    def __init__(self, example: Any):
+        self.type = type(example)
+        self.fields: list[tuple[str, np.dtype, tuple[int, ...], int, int]] = []
+        start = 0
+        for name, value in zip(example._fields, example):
+            value = np.asarray(value)
+            stop = start + value.nbytes
+            self.fields.append((name, value.dtype, value.shape, start, stop))
+            start = stop
+        self.size = start
+        self.signature = tf.TensorSpec((self.size,), tf.uint8)
+
+    def pack(self, item: Any) -> np.ndarray:
+        parts = [
+            np.ascontiguousarray(value, dtype).reshape(-1).view(np.uint8)
+            for value, (_, dtype, _, _, _) in zip(item, self.fields)
+        ]
+        packed = np.concatenate(parts)
+        if packed.size != self.size:
+            shapes = {name: np.shape(value) for value, (name, *_) in zip(item, self.fields)}
+            expected = {name: shape for name, _, shape, _, _ in self.fields}
+            raise ValueError(f"ItemCodec.pack: field shapes {shapes} differ from the example's {expected}")
+        return packed
+
+    def unpack(self, rows: np.ndarray) -> Any:
+        rows = np.asarray(rows, np.uint8).reshape(-1, self.size)
+        batch = rows.shape[0]
+        return self.type(*(
+            np.ascontiguousarray(rows[:, start:stop]).view(dtype).reshape(batch, *shape)
+            for _, dtype, shape, start, stop in self.fields
+        ))
+
+
 def default_samples_per_insert(spec: ExperienceSpec) -> float:
     """The device loop's replay ratio: ``batch_size * updates_per_rollout / steps_per_update``."""
     return spec.batch_size * spec.updates_per_rollout / spec.steps_per_update
@@ -73,11 +125,13 @@ def make_tables(
     """Reverb tables for an agent's ``ExperienceSpec``; signatures come from ``example``.
 
     ``kind="transitions"``: one table of ``spec.buffer_size`` single-step items (``example`` is one
-    unbatched ``Transition``), uniform or (``prioritized``) prioritized sampling, FIFO removal, and a
-    ``SampleToInsertRatio`` limiter at ``samples_per_insert`` (default the device loop's replay ratio)
-    that blocks sampling until ``spec.min_size`` items are in; ``error_buffer`` (default: 10% of
-    ``min_size`` worth of samples, at least ``2 * max(1, samples_per_insert)``) is how far sampling
-    and inserting may drift from the ratio before one side blocks.
+    unbatched ``Transition``; items are its ``ItemCodec`` bytes), uniform or (``prioritized``)
+    prioritized sampling, FIFO removal, and a ``SampleToInsertRatio`` limiter at
+    ``samples_per_insert`` (default the device loop's replay ratio) that blocks sampling until
+    ``spec.min_size`` items are in; ``error_buffer`` (default: 10% of ``min_size`` worth of samples,
+    at least ``2 * max(1, samples_per_insert)``) is how far sampling and inserting may drift from the
+    ratio before one side blocks. ``samples_per_insert=0`` keeps no ratio (a ``MinSize`` limiter:
+    inserts never block), e.g. to measure an actor alone.
 
     ``kind="rollout"``: a queue of ``queue_size`` (default 8) rollouts, each
     ``[spec.rollout_length, ...]`` of the unbatched ``example`` (e.g. one step of a ``Trajectory``).
@@ -94,11 +148,16 @@ def make_tables(
         raise ValueError(f"make_tables: spec.buffer_size must be >= 1, got {spec.buffer_size}")
     ratio = default_samples_per_insert(spec) if samples_per_insert is None else float(samples_per_insert)
     min_size = max(1, spec.min_size)
-    if error_buffer is None:
-        error_buffer = max(0.1 * min_size * ratio, 2.0 * max(1.0, ratio))
-    limiter = reverb.rate_limiters.SampleToInsertRatio(
-        samples_per_insert=ratio, min_size_to_sample=min_size, error_buffer=error_buffer
-    )
+    if ratio < 0:
+        raise ValueError(f"make_tables: samples_per_insert must be >= 0, got {ratio}")
+    if ratio == 0:
+        limiter = reverb.rate_limiters.MinSize(min_size)
+    else:
+        if error_buffer is None:
+            error_buffer = max(0.1 * min_size * ratio, 2.0 * max(1.0, ratio))
+        limiter = reverb.rate_limiters.SampleToInsertRatio(
+            samples_per_insert=ratio, min_size_to_sample=min_size, error_buffer=error_buffer
+        )
     sampler = (
         reverb.selectors.Prioritized(priority_exponent) if prioritized else reverb.selectors.Uniform()
     )
@@ -109,7 +168,7 @@ def make_tables(
             remover=reverb.selectors.Fifo(),
             max_size=spec.buffer_size,
             rate_limiter=limiter,
-            signature=_signature(example),
+            signature=ItemCodec(example).signature,
         )
     ]
 
@@ -143,12 +202,13 @@ class TransitionWriter:
       table: the table to insert into.
       flush_every: at most this many items are left unconfirmed (a flush every that many items).
       timeout_ms: how long a flush may wait for the server before ``ReplayUnavailable``.
-      example: if given, each field is cast to its dtype (so it matches the table's signature).
+      example: one ``Transition`` giving each field's dtype and shape (what the table's items hold);
+        each step is cast to it. Without it, the first step written sets them.
 
     The item for step ``t`` is written once steps ``t .. t+n-1`` are seen, or at the episode's end
-    (then folded over the steps left). After an error the writer is broken: every later call raises
-    ``ReplayUnavailable`` again. It never closes the Reverb writer on an error path (that hangs
-    while the server is down).
+    (then folded over the steps left). Items have priority 1. After an error the writer is broken:
+    every later call raises ``ReplayUnavailable`` again. It never closes the Reverb writer on an error
+    path (that hangs while the server is down).
     """
 
     def __init__(
@@ -160,7 +220,7 @@ class TransitionWriter:
         self.client, self.table = client, table
         self.n_step, self.gamma = spec.n_step, spec.gamma
         self.flush_every, self.timeout_ms = max(1, flush_every), timeout_ms
-        self._dtypes = None if example is None else [np.asarray(x).dtype for x in example]
+        self.codec = None if example is None else ItemCodec(example)
         self._window: collections.deque[Transition] = collections.deque()
         self._since_flush = 0
         self._error: ReplayUnavailable | None = None
@@ -169,24 +229,32 @@ class TransitionWriter:
 
     def __call__(self, transition: Transition) -> None:
         self._check()
-        if self._dtypes is not None:
-            transition = Transition(*(np.asarray(x, d) for x, d in zip(transition, self._dtypes)))
         self._window.append(transition)
         if bool(transition.last_t):
             while self._window:  # the episode's last (shorter) n-step items
-                self._write(n_step_fold(list(self._window), self.gamma))
+                self._write(self._fold())
                 self._window.popleft()
         elif len(self._window) == self.n_step:
-            self._write(n_step_fold(list(self._window), self.gamma))
+            self._write(self._fold())
             self._window.popleft()
 
+    def _fold(self) -> Transition:
+        if len(self._window) == 1:  # n_step_fold of one step, without its array work
+            step = self._window[0]
+            return step._replace(discount_t=np.float32(self.gamma) * np.float32(step.discount_t))
+        return n_step_fold(list(self._window), self.gamma)
+
+    def end_episode(self) -> None:
+        """Drop the steps of an unfinished episode (its items are never written); the next step starts afresh."""
+        self._window.clear()
+
     def _write(self, item: Transition) -> None:
+        if self.codec is None:
+            self.codec = ItemCodec(Transition(*(np.asarray(x) for x in item)))
+        packed = self.codec.pack(item)
         try:
-            self._writer.append(item._asdict())
-            history = self._writer.history
-            self._writer.create_item(
-                self.table, priority=1.0, trajectory=Transition(*(history[f][-1] for f in Transition._fields))
-            )
+            self._writer.append(packed)
+            self._writer.create_item(self.table, priority=1.0, trajectory=self._writer.history[-1])
         except Exception as error:  # noqa: BLE001
             self._fail(error, "writing")
         self.items_written += 1
@@ -219,7 +287,7 @@ class TransitionWriter:
     def _fail(self, error: Exception, doing: str):
         # Closing (also from __del__) hangs while the server is down: disarm close and keep the writer.
         self._writer.close = lambda *args, **kwargs: None
-        _ABANDONED.append(self._writer)
+        _abandon(self._writer)
         self._error = ReplayUnavailable(
             f"Reverb server {_address(self.client)} did not confirm items in table {self.table!r} within "
             f"{self.timeout_ms} ms while {doing} ({type(error).__name__}: {error}); is the server running? "
@@ -242,15 +310,15 @@ def _new_sampler(client: reverb.Client, table: str, max_in_flight: int):
 
 
 class Sampler:
-    """Batches of ``Transition`` (numpy) from a Reverb table, with a bounded wait.
+    """Batches of ``Transition`` (numpy) from a Reverb table of ``ItemCodec`` items, with a bounded wait.
 
     Args:
       client: a ``reverb.Client`` or a server address (``"127.0.0.1:PORT"``).
       table: the table's name.
       batch_size: items per ``sample()``.
-      example: one unbatched ``Transition`` (the table's item structure).
-      timeout_s: how long ``sample()`` may wait for a whole batch before raising.
-      max_in_flight: samples prefetched (default ``batch_size``); they count as sampled for the
+      example: one unbatched ``Transition`` (the table's item structure and dtypes).
+      timeout_s: how long ``sample()`` (and ``update_priorities``) may wait before raising.
+      max_in_flight: samples prefetched (default ``2 * batch_size``); they count as sampled for the
         rate limiter.
     """
 
@@ -260,14 +328,41 @@ class Sampler:
     ):
         self.client = reverb.Client(client) if isinstance(client, str) else client
         self.table, self.batch_size, self.timeout_s = table, batch_size, timeout_s
-        self.max_in_flight = max_in_flight or batch_size
-        self._treedef = type(example)
+        self.max_in_flight = max_in_flight or 2 * batch_size
+        self.codec = ItemCodec(example)
         self._sampler = None
+        self.samples = 0  # items returned so far
 
-    def _fetch(self) -> list[list[np.ndarray]]:
+    def _fetch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._sampler is None:
             self._sampler, self._num_info = _new_sampler(self.client, self.table, self.max_in_flight)
-        return [self._sampler.GetNextTrajectory() for _ in range(self.batch_size)]
+        next_sample, data = self._sampler.GetNextTrajectory, self._num_info
+        keys = np.empty(self.batch_size, np.uint64)
+        probabilities = np.empty(self.batch_size, np.float64)
+        rows = np.empty((self.batch_size, self.codec.size), np.uint8)
+        for i in range(self.batch_size):
+            sample = next_sample()
+            keys[i], probabilities[i], rows[i] = sample[0], sample[1], sample[data]
+        return keys, probabilities, rows
+
+    def _call(self, fn, timeout: float, name: str) -> Any:
+        """``fn()`` in a daemon thread, so a call stuck in C++ (a dead server) never blocks us or exit."""
+        result: dict = {}
+
+        def run():
+            try:
+                result["value"] = fn()
+            except Exception as error:  # noqa: BLE001
+                result["error"] = error
+
+        thread = threading.Thread(target=run, name=f"rlkit-reverb-{name}", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if thread.is_alive():
+            return _TIMED_OUT
+        if "error" in result:
+            raise result["error"]
+        return result["value"]
 
     def sample(self, timeout_s: float | None = None) -> tuple[np.ndarray, np.ndarray, Transition]:
         """``(keys [B] uint64, probabilities [B] float64, Transition batch [B, ...])``.
@@ -277,36 +372,21 @@ class Sampler:
         server does not answer.
         """
         timeout = self.timeout_s if timeout_s is None else timeout_s
-        # A daemon thread, so a call stuck in C++ (a dead server) never blocks the interpreter's exit.
-        result: dict = {}
-
-        def fetch():
-            try:
-                result["samples"] = self._fetch()
-            except Exception as error:  # noqa: BLE001
-                result["error"] = error
-
-        thread = threading.Thread(target=fetch, name="rlkit-reverb-sampler", daemon=True)
-        thread.start()
-        thread.join(timeout)
-        if thread.is_alive():
-            _ABANDONED.append(self._sampler)  # stuck in C++: never destroy it under the thread's feet
+        try:
+            result = self._call(self._fetch, timeout, "sampler")
+        except Exception as error:  # noqa: BLE001
             self._sampler = None
-            self._raise_timeout(timeout)
-        if "error" in result:
-            self._sampler = None
-            error = result["error"]
             raise ReplayUnavailable(
                 f"sampling table {self.table!r} from Reverb server {_address(self.client)} failed: "
                 f"{type(error).__name__}: {error}"
             ) from error
-        samples = result["samples"]
-        n = self._num_info
-        columns = list(zip(*samples))
-        keys = np.asarray([int(np.asarray(k)) for k in columns[0]], np.uint64)
-        probabilities = np.asarray(columns[1], np.float64).reshape(-1)
-        batch = self._treedef(*(np.stack([np.asarray(x) for x in col]) for col in columns[n:]))
-        return keys, probabilities, batch
+        if result is _TIMED_OUT:
+            _abandon(self._sampler)  # stuck in C++: never destroy it under the thread's feet
+            self._sampler = None
+            self._raise_timeout(timeout)
+        keys, probabilities, rows = result
+        self.samples += self.batch_size
+        return keys, probabilities, self.codec.unpack(rows)
 
     def _raise_timeout(self, timeout: float):
         try:
@@ -324,16 +404,26 @@ class Sampler:
             "are in, or while sampling is too far ahead of inserting)"
         )
 
-    def update_priorities(self, keys: np.ndarray, priorities: np.ndarray) -> None:
-        """Set the priorities of sampled items (prioritized tables).
+    def update_priorities(self, keys: np.ndarray, priorities: np.ndarray, timeout_s: float | None = None) -> None:
+        """Set the priorities of sampled items (prioritized tables); ``ReplayUnavailable`` after ``timeout_s``.
 
         Samples already prefetched (up to ``max_in_flight``) were drawn with the old priorities.
         """
+        timeout = self.timeout_s if timeout_s is None else timeout_s
         updates = {int(k): float(p) for k, p in zip(np.asarray(keys), np.asarray(priorities))}
         try:
-            self.client.mutate_priorities(self.table, updates=updates)
+            result = self._call(lambda: self.client.mutate_priorities(self.table, updates=updates), timeout,
+                                "priorities")
         except Exception as error:  # noqa: BLE001
             raise ReplayUnavailable(
                 f"updating priorities in table {self.table!r} on {_address(self.client)} failed: "
                 f"{type(error).__name__}: {error}"
             ) from error
+        if result is _TIMED_OUT:
+            raise ReplayUnavailable(
+                f"updating priorities in table {self.table!r} on {_address(self.client)} did not finish within "
+                f"{timeout} s; is the server running?"
+            )
+
+
+_TIMED_OUT = object()

@@ -287,3 +287,92 @@ def test_rollout_kind_is_a_queue(rr, reverb_module):
     (table,) = rr.make_tables(spec, example_transition(), name="rollouts")
     assert table.name == "rollouts"
     assert table.info.signature.obs_tm1.shape == (16, 4)
+
+
+ACTOR_SCRIPT = """
+import os, signal, subprocess, sys, time
+import jax, numpy as np
+import rlax  # before reverb
+import reverb
+from rlkit import envs
+from rlkit.agents import dqn
+from rlkit.loops.host import Actor, EnvironmentLoop
+from rlkit.replay import reverb as rr
+
+server = subprocess.Popen([sys.executable, "-c", sys.argv[1]], stdout=subprocess.PIPE, text=True)
+port = int(server.stdout.readline())
+env = envs.make_host("gym:CartPole-v1", seed=0)
+config = dqn.Config(num_envs=1, hidden_sizes=(8,))
+agent = dqn.make(config, envs.environment_spec(env))
+writer = rr.TransitionWriter(reverb.Client(f"127.0.0.1:{port}"), dqn.experience(config), table="q",
+                             flush_every=8, timeout_ms=2000)
+steps = []
+
+def adder(transition):
+    steps.append(transition)
+    if len(steps) == 200:
+        os.kill(server.pid, signal.SIGKILL)  # the server dies under the running actor
+        server.wait()
+        print("killed", flush=True)
+    writer(transition)
+
+actor = Actor(agent, agent.init(jax.random.key(0)), adder=adder)
+start = time.monotonic()
+try:
+    EnvironmentLoop(env, actor, logger=lambda r: None).run(num_steps=100_000)
+except rr.ReplayUnavailable as error:
+    print(f"ReplayUnavailable after {len(steps) - 200} more steps and {time.monotonic() - start:.1f} s: {error}",
+          flush=True)
+    sys.exit(0)  # the interpreter must also exit: abandoned Reverb objects never block it
+print("no error", flush=True)
+sys.exit(1)
+"""
+
+
+def test_killing_the_server_under_a_running_actor_raises_and_exits(rr):
+    """The actor's loop raises ReplayUnavailable within the flush timeout, and the process exits (no hang)."""
+    server = SERVER_SCRIPT.replace("spec = eval(sys.argv[1])\n", "")
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", ACTOR_SCRIPT, server], capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "killed" in done.stdout and "ReplayUnavailable after" in done.stdout and "2000 ms" in done.stdout
+    assert time.monotonic() - start < 60
+
+
+def test_update_priorities_on_a_killed_server_raises_in_bounded_time(rr, reverb_module):
+    reverb = reverb_module
+    proc, port = start_server_process()
+    try:
+        client = reverb.Client(f"127.0.0.1:{port}")
+        client.insert([np.zeros(3, np.float32)], {"q": 1.0})
+        sampler = rr.Sampler(client, "q", 1, example_transition(), timeout_s=2)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        start = time.monotonic()
+        with pytest.raises(rr.ReplayUnavailable, match="priorities"):
+            sampler.update_priorities(np.asarray([1], np.uint64), [2.0])
+        assert time.monotonic() - start < 15
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize("example", [
+    example_transition(),
+    Transition(np.arange(6, dtype=np.float64).reshape(2, 3), np.array([1.5, -2.0], np.float32), np.float64(0.1),
+               np.float16(0.5), np.full((2, 2), 255, np.uint8), np.bool_(True)),
+])
+def test_item_codec_round_trips_every_dtype_exactly(rr, example):
+    codec = rr.ItemCodec(example)
+    items = [Transition(*(np.asarray(x) + np.asarray(i).astype(np.asarray(x).dtype) for x in example))
+             for i in range(3)]
+    packed = np.stack([codec.pack(item) for item in items])
+    assert packed.dtype == np.uint8 and packed.shape == (3, codec.size)
+    batch = codec.unpack(packed)
+    for field, value, reference in zip(Transition._fields, batch, example):
+        reference = np.asarray(reference)
+        assert value.dtype == reference.dtype and value.shape == (3, *reference.shape), field
+        for i, item in enumerate(items):
+            np.testing.assert_array_equal(value[i], getattr(item, field))
+    with pytest.raises(ValueError, match="field shapes"):
+        codec.pack(example._replace(obs_tm1=np.zeros(5)))

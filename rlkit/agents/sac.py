@@ -1,0 +1,195 @@
+"""Soft Actor-Critic for continuous actions, with twin critics and automatic entropy tuning.
+
+Haarnoja et al., "Soft Actor-Critic: Off-Policy Maximum Entropy Deep Reinforcement Learning
+with a Stochastic Actor", 2018 (https://arxiv.org/abs/1801.01290), and "Soft Actor-Critic
+Algorithms and Applications", 2018 (https://arxiv.org/abs/1812.05905): a tanh-squashed
+Gaussian actor rescaled to the environment's action bounds, the minimum of twin critics in
+the target, Polyak-averaged target critics and a learned temperature ``alpha`` driving the
+policy entropy towards ``-target_entropy_scale * action_dim``.
+
+``update`` learns from a batch of ``Transition`` whose ``discount_t`` already holds
+``gamma ** n`` (0 at termination, so truncation bootstraps). Critics, actor and temperature
+take one gradient step each from a single backward pass over the same parameters (the actor
+and temperature losses see the critics and ``alpha`` from before the step, as in Brax).
+Log-probabilities are those of the squashed action in ``[-1, 1]``, before the rescaling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import rlax
+
+from rlkit import config as cfg
+from rlkit.networks import ContinuousQNetwork, SquashedGaussianActor, activation_fn
+from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Transition
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """SAC settings; names follow rejax where they overlap.
+
+    ``tau`` is the Polyak step towards the online critics after every update (rejax's
+    ``polyak`` is ``1 - tau``). ``updates_per_step`` gradient steps follow each vectorized
+    environment step (rejax's ``num_epochs``), so one update per transition with ``num_envs=4``
+    is ``updates_per_step=4``. With ``random_warmup`` actions are uniform until the first
+    update, i.e. over the first ``learning_starts`` environment steps (as in SB3).
+    """
+
+    num_envs: int = 1
+    num_steps: int = 1  # env steps per env between rounds of updates
+    updates_per_step: int = 1
+    buffer_size: int = 100_000
+    batch_size: int = 256
+    learning_starts: int = 5_000
+    random_warmup: bool = True
+    learning_rate: float = 3e-4  # actor, critics and temperature alike
+    gamma: float = 0.99
+    tau: float = 0.005
+    num_critics: int = 2
+    autotune: bool = True  # learn alpha; otherwise it stays at init_alpha
+    init_alpha: float = 1.0
+    target_entropy_scale: float = 1.0  # target entropy = -target_entropy_scale * action_dim
+    max_grad_norm: float = 10.0  # global norm, per network (actor, critics, temperature)
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    activation: str = "relu"
+
+    def __post_init__(self):
+        for name in ("num_envs", "num_steps", "updates_per_step", "batch_size", "num_critics"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        cfg.check_divides("num_envs", self.num_envs, "buffer_size", self.buffer_size)
+        cfg.check_non_negative("learning_starts", self.learning_starts)
+        if self.learning_starts > self.buffer_size:
+            raise ValueError(
+                f"learning_starts={self.learning_starts} must be <= buffer_size={self.buffer_size}"
+            )
+        cfg.check_positive("learning_rate", self.learning_rate)
+        cfg.check_unit_interval("gamma", self.gamma)
+        cfg.check_unit_interval("tau", self.tau, closed_low=False)
+        cfg.check_positive("init_alpha", self.init_alpha)
+        cfg.check_positive("max_grad_norm", self.max_grad_norm)
+        activation_fn(self.activation)
+
+
+class SACState(NamedTuple):
+    params: dict  # {"actor", "critic" (stacked over num_critics), "log_alpha"}
+    target_params: dict  # target critics
+    opt_state: optax.OptState
+    updates: jax.Array  # gradient steps taken
+
+
+def experience(config: Config) -> ExperienceSpec:
+    """Uniform replay; ``num_steps * updates_per_step`` updates after each rollout."""
+    return ExperienceSpec(
+        kind="transitions",
+        num_envs=config.num_envs,
+        rollout_length=config.num_steps,
+        batch_size=config.batch_size,
+        buffer_size=config.buffer_size,
+        min_size=max(config.learning_starts, config.batch_size),
+        updates_per_rollout=config.num_steps * config.updates_per_step,
+        gamma=config.gamma,
+    )
+
+
+def squashed_sample(mean: jax.Array, log_std: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """A reparameterized ``tanh(N(mean, std))`` sample in ``[-1, 1]`` and its log-probability."""
+    noise = jax.random.normal(key, mean.shape)
+    u = mean + jnp.exp(log_std) * noise
+    # log(1 - tanh(u)^2), computed stably.
+    log_det = 2.0 * (np.log(2.0) - u - jax.nn.softplus(-2.0 * u))
+    log_prob = jnp.sum(-0.5 * noise**2 - log_std - 0.5 * np.log(2 * np.pi) - log_det, axis=-1)
+    return jnp.tanh(u), log_prob
+
+
+def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent:
+    """Build SAC for ``spec`` (continuous actions with finite bounds)."""
+    del total_steps  # no schedules
+    if spec.action_kind != "continuous":
+        raise ValueError(
+            f"agent sac: needs a continuous action space, but the environment's is "
+            f"{spec.action_kind} ({spec.num_actions} actions); use dqn or ppo for it"
+        )
+    low, high = np.asarray(spec.action_low, np.float32), np.asarray(spec.action_high, np.float32)
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+        raise ValueError(f"agent sac: needs finite action bounds, got low={low} high={high}")
+    center, half = (high + low) / 2, np.where(high > low, (high - low) / 2, 1.0).astype(np.float32)
+    action_dim = spec.num_actions
+
+    actor = SquashedGaussianActor(action_dim, config.hidden_sizes, config.activation)
+    critic = ContinuousQNetwork(config.hidden_sizes, config.activation)
+    critics = jax.vmap(critic.apply, in_axes=(0, None, None))  # [num_critics, B]
+    optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate))
+    target_entropy = -config.target_entropy_scale * action_dim
+
+    def init(key):
+        actor_key, critic_key = jax.random.split(key)
+        obs = jnp.zeros((1, *spec.observation_shape), jnp.float32)
+        critic_params = jax.vmap(critic.init, in_axes=(0, None, None))(
+            jax.random.split(critic_key, config.num_critics), obs, jnp.zeros((1, action_dim))
+        )
+        params = {
+            "actor": actor.init(actor_key, obs),
+            "critic": critic_params,
+            "log_alpha": jnp.log(jnp.asarray(config.init_alpha, jnp.float32)),
+        }
+        opt_state = {name: optimizer.init(p) for name, p in params.items()}
+        return SACState(params, critic_params, opt_state, jnp.zeros((), jnp.int32))
+
+    def act(state, observation, carry, key, deterministic=False):
+        mean, log_std = actor.apply(state.params["actor"], observation)
+        if deterministic:
+            return ActOutput(center + half * jnp.tanh(mean), carry, {})
+        sample_key, warmup_key = jax.random.split(key)
+        action, _ = squashed_sample(mean, log_std, sample_key)
+        if config.random_warmup:
+            uniform = jax.random.uniform(warmup_key, action.shape, minval=-1.0, maxval=1.0)
+            action = jnp.where(state.updates == 0, uniform, action)
+        return ActOutput(center + half * action, carry, {})
+
+    def loss_fn(params, target_params, batch: Transition, key):
+        next_key, pi_key = jax.random.split(key)
+        alpha = jnp.exp(jax.lax.stop_gradient(params["log_alpha"]))
+        actor_params = jax.lax.stop_gradient(params["actor"])
+
+        # Critics: soft TD targets from the target critics and a fresh next action.
+        next_action, next_log_prob = squashed_sample(*actor.apply(actor_params, batch.obs_t), next_key)
+        v_t = jnp.min(critics(target_params, batch.obs_t, next_action), axis=0) - alpha * next_log_prob
+        q_tm1 = critics(params["critic"], batch.obs_tm1, (batch.action_tm1 - center) / half)
+        td = jax.vmap(jax.vmap(rlax.td_learning), in_axes=(0, None, None, None))(
+            q_tm1, batch.reward_t, batch.discount_t, v_t
+        )
+        critic_loss = 0.5 * jnp.sum(jnp.mean(td**2, axis=-1))
+
+        # Actor: maximize min Q - alpha * log pi against the critics before this step.
+        action, log_prob = squashed_sample(*actor.apply(params["actor"], batch.obs_tm1), pi_key)
+        q_pi = jnp.min(critics(jax.lax.stop_gradient(params["critic"]), batch.obs_tm1, action), axis=0)
+        actor_loss = jnp.mean(alpha * log_prob - q_pi)
+
+        # Temperature: move the entropy (-log pi) towards the target.
+        alpha_loss = -params["log_alpha"] * jnp.mean(jax.lax.stop_gradient(log_prob) + target_entropy)
+        loss = critic_loss + actor_loss + (alpha_loss if config.autotune else 0.0)
+        return loss, {
+            "loss": critic_loss,
+            "actor_loss": actor_loss,
+            "alpha": alpha,
+            "entropy": -jnp.mean(log_prob),
+            "q_mean": jnp.mean(q_tm1),
+        }
+
+    def update(state, batch: Transition, key):
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, state.target_params, batch, key)
+        params, opt_state = {}, {}
+        for name in state.params:
+            updates, opt_state[name] = optimizer.update(grads[name], state.opt_state[name], state.params[name])
+            params[name] = optax.apply_updates(state.params[name], updates)
+        target_params = optax.incremental_update(params["critic"], state.target_params, config.tau)
+        return SACState(params, target_params, opt_state, state.updates + 1), metrics
+
+    return Agent(init=init, act=act, update=update)

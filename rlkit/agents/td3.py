@@ -1,0 +1,202 @@
+"""Twin Delayed DDPG (TD3) for continuous actions; DDPG is its configuration without the three tricks.
+
+Fujimoto et al., "Addressing Function Approximation Error in Actor-Critic Methods", 2018
+(https://arxiv.org/abs/1802.09477): a deterministic tanh actor rescaled to the environment's
+action bounds, the minimum of twin critics in the target, target policy smoothing (clipped
+Gaussian noise on the target action) and delayed actor and target updates. With
+``num_critics=1, target_noise=0, policy_delay=1`` it is DDPG (Lillicrap et al., "Continuous
+control with deep reinforcement learning", 2016), which ``rlkit.agents.ddpg`` configures.
+
+``update`` learns from a batch of ``Transition`` whose ``discount_t`` already holds
+``gamma ** n`` (0 at termination, so truncation bootstraps). Exploration adds Gaussian noise
+to the actor's action. All noise scales are fractions of the action range's half-width
+(noise is added to the action in ``[-1, 1]`` before rescaling), as in SB3 and CleanRL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import rlax
+
+from rlkit import config as cfg
+from rlkit.networks import ContinuousQNetwork, DeterministicActor, activation_fn
+from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Transition
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """TD3 settings; names follow rejax where they overlap.
+
+    ``tau`` is the Polyak step of the target networks, taken with each (delayed) actor
+    update (rejax's ``polyak`` is ``1 - tau``). ``policy_delay`` counts critic updates per
+    actor update. ``updates_per_step`` critic updates follow each vectorized environment
+    step (rejax's ``num_epochs``). With ``random_warmup`` actions are uniform until the first
+    update, i.e. over the first ``learning_starts`` environment steps (as in SB3).
+    """
+
+    num_envs: int = 1
+    num_steps: int = 1  # env steps per env between rounds of updates
+    updates_per_step: int = 1
+    buffer_size: int = 100_000
+    batch_size: int = 256
+    learning_starts: int = 5_000
+    random_warmup: bool = True
+    learning_rate: float = 3e-4  # actor and critics alike
+    gamma: float = 0.99
+    tau: float = 0.005
+    num_critics: int = 2
+    exploration_noise: float = 0.1
+    target_noise: float = 0.2
+    target_noise_clip: float = 0.5
+    policy_delay: int = 2
+    max_grad_norm: float = 10.0  # global norm, per network (actor, critics)
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    activation: str = "relu"
+
+    def __post_init__(self):
+        for name in ("num_envs", "num_steps", "updates_per_step", "batch_size", "num_critics", "policy_delay"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        cfg.check_divides("num_envs", self.num_envs, "buffer_size", self.buffer_size)
+        cfg.check_non_negative("learning_starts", self.learning_starts)
+        if self.learning_starts > self.buffer_size:
+            raise ValueError(
+                f"learning_starts={self.learning_starts} must be <= buffer_size={self.buffer_size}"
+            )
+        cfg.check_positive("learning_rate", self.learning_rate)
+        cfg.check_unit_interval("gamma", self.gamma)
+        cfg.check_unit_interval("tau", self.tau, closed_low=False)
+        cfg.check_non_negative("exploration_noise", self.exploration_noise)
+        cfg.check_non_negative("target_noise", self.target_noise)
+        cfg.check_non_negative("target_noise_clip", self.target_noise_clip)
+        cfg.check_positive("max_grad_norm", self.max_grad_norm)
+        activation_fn(self.activation)
+
+
+class TD3State(NamedTuple):
+    params: dict  # {"actor", "critic" (stacked over num_critics)}
+    target_params: dict  # the same, Polyak-averaged
+    opt_state: optax.OptState
+    updates: jax.Array  # critic gradient steps taken
+
+
+def experience(config: Config) -> ExperienceSpec:
+    """Uniform replay; ``num_steps * updates_per_step`` updates after each rollout."""
+    return ExperienceSpec(
+        kind="transitions",
+        num_envs=config.num_envs,
+        rollout_length=config.num_steps,
+        batch_size=config.batch_size,
+        buffer_size=config.buffer_size,
+        min_size=max(config.learning_starts, config.batch_size),
+        updates_per_rollout=config.num_steps * config.updates_per_step,
+        gamma=config.gamma,
+    )
+
+
+def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent:
+    """Build TD3 (or DDPG) for ``spec`` (continuous actions with finite bounds)."""
+    del total_steps  # no schedules
+    name = "td3" if config.num_critics > 1 or config.policy_delay > 1 else "ddpg"
+    if spec.action_kind != "continuous":
+        raise ValueError(
+            f"agent {name}: needs a continuous action space, but the environment's is "
+            f"{spec.action_kind} ({spec.num_actions} actions); use dqn or ppo for it"
+        )
+    low, high = np.asarray(spec.action_low, np.float32), np.asarray(spec.action_high, np.float32)
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+        raise ValueError(f"agent {name}: needs finite action bounds, got low={low} high={high}")
+    center, half = (high + low) / 2, np.where(high > low, (high - low) / 2, 1.0).astype(np.float32)
+    action_dim = spec.num_actions
+
+    actor = DeterministicActor(action_dim, config.hidden_sizes, config.activation)
+    critic = ContinuousQNetwork(config.hidden_sizes, config.activation)
+    critics = jax.vmap(critic.apply, in_axes=(0, None, None))  # [num_critics, B]
+    optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate))
+
+    def init(key):
+        actor_key, critic_key = jax.random.split(key)
+        obs = jnp.zeros((1, *spec.observation_shape), jnp.float32)
+        params = {
+            "actor": actor.init(actor_key, obs),
+            "critic": jax.vmap(critic.init, in_axes=(0, None, None))(
+                jax.random.split(critic_key, config.num_critics), obs, jnp.zeros((1, action_dim))
+            ),
+        }
+        opt_state = {name: optimizer.init(p) for name, p in params.items()}
+        return TD3State(params, params, opt_state, jnp.zeros((), jnp.int32))
+
+    def act(state, observation, carry, key, deterministic=False):
+        action = actor.apply(state.params["actor"], observation)
+        if not deterministic:
+            noise_key, warmup_key = jax.random.split(key)
+            action = jnp.clip(rlax.add_gaussian_noise(noise_key, action, config.exploration_noise), -1.0, 1.0)
+            if config.random_warmup:
+                uniform = jax.random.uniform(warmup_key, action.shape, minval=-1.0, maxval=1.0)
+                action = jnp.where(state.updates == 0, uniform, action)
+        return ActOutput(center + half * action, carry, {})
+
+    def critic_loss(critic_params, target_params, batch: Transition, key):
+        next_action = actor.apply(target_params["actor"], batch.obs_t)
+        smoothing = jnp.clip(
+            config.target_noise * jax.random.normal(key, next_action.shape),
+            -config.target_noise_clip, config.target_noise_clip,
+        )
+        next_action = jnp.clip(next_action + smoothing, -1.0, 1.0)
+        v_t = jnp.min(critics(target_params["critic"], batch.obs_t, next_action), axis=0)
+        q_tm1 = critics(critic_params, batch.obs_tm1, (batch.action_tm1 - center) / half)
+        td = jax.vmap(jax.vmap(rlax.td_learning), in_axes=(0, None, None, None))(
+            q_tm1, batch.reward_t, batch.discount_t, v_t
+        )
+        loss = 0.5 * jnp.sum(jnp.mean(td**2, axis=-1))
+        return loss, {"loss": loss, "q_mean": jnp.mean(q_tm1)}
+
+    def actor_loss(actor_params, critic_params, batch: Transition):
+        first_critic = jax.tree.map(lambda p: p[0], critic_params)
+        return -jnp.mean(critic.apply(first_critic, batch.obs_tm1, actor.apply(actor_params, batch.obs_tm1)))
+
+    def step(params, grads, opt_state):
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    def policy_update(state: TD3State, batch: Transition):
+        """The delayed half: one actor step against the new critics, then Polyak targets."""
+        loss, grads = jax.value_and_grad(actor_loss)(state.params["actor"], state.params["critic"], batch)
+        actor_params, actor_opt = step(state.params["actor"], grads, state.opt_state["actor"])
+        params = {**state.params, "actor": actor_params}
+        target_params = optax.incremental_update(params, state.target_params, config.tau)
+        state = state._replace(
+            params=params, target_params=target_params, opt_state={**state.opt_state, "actor": actor_opt}
+        )
+        # Reported as policy_delay * loss (0 between actor steps), so its mean is the mean actor loss.
+        return state, config.policy_delay * loss
+
+    def update(state, batch: Transition, key):
+        grads, metrics = jax.grad(critic_loss, has_aux=True)(
+            state.params["critic"], state.target_params, batch, key
+        )
+        critic_params, critic_opt = step(state.params["critic"], grads, state.opt_state["critic"])
+        count = state.updates + 1
+        state = TD3State(
+            {**state.params, "critic": critic_params}, state.target_params,
+            {**state.opt_state, "critic": critic_opt}, count,
+        )
+        if config.policy_delay == 1:
+            state, metrics["actor_loss"] = policy_update(state, batch)
+        else:
+            # Skipped work when unbatched; a select under a vmap over runs.
+            state, metrics["actor_loss"] = jax.lax.cond(
+                count % config.policy_delay == 0,
+                policy_update,
+                lambda state, batch: (state, jnp.zeros(())),
+                state, batch,
+            )
+        return state, metrics
+
+    return Agent(init=init, act=act, update=update)

@@ -1,0 +1,351 @@
+"""``python -m rlkit train --backend reverb``: the host path's run driver (Reverb world only).
+
+Each seed is one ``rlkit.loops.reverb_experiment.HostExperiment`` (an in-process Reverb server, a
+host actor on a dm_env environment and a learner, interleaved); the seeds run one after another.
+The records are the device path's: the same progress lines, ``metrics.jsonl`` (one line per chunk,
+per-seed values, ``null`` for seeds that have not reached it yet; rewritten after every chunk) and
+``results.json``. Checkpoints hold the agent state of the seed under way (orbax, ``OUT/checkpoints``)
+and its replay (Reverb's checkpointer, ``OUT/replay/seed_S``), so ``--resume`` continues with the
+buffer it had. A resumed seed starts a new episode where the killed one was mid-episode, and
+Reverb's sampling is not seeded, so a resumed run is not bit-identical to an uninterrupted one.
+
+Nothing here imports Reverb or TensorFlow until ``train_command`` has checked that they are there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPLAY_DIR = "replay"
+WORLD_HINT = (
+    "--backend reverb needs the Reverb world (dm-reverb and TensorFlow), which this Python environment "
+    "does not have; run the same command there: bash scripts/run.sh reverb python -m rlkit train ... "
+    "--backend reverb"
+)
+
+
+def require_reverb() -> None:
+    """A clear ValueError (never an ImportError trace) outside the Reverb world."""
+    if importlib.util.find_spec("reverb") is None or importlib.util.find_spec("tensorflow") is None:
+        raise ValueError(WORLD_HINT)
+
+
+def _replay_checkpoints(directory: Path) -> list[Path]:
+    """Reverb checkpoint directories under ``directory``, oldest first (their names are timestamps)."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.is_dir())
+
+
+def _keep_replay_checkpoints(directory: Path, keep: list[str]) -> None:
+    for path in _replay_checkpoints(directory):
+        if path.name not in keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+class MetricsTable:
+    """``metrics.jsonl`` in the device layout, for seeds that run one after another.
+
+    ``history[seed_index][chunk]`` holds a chunk's metrics; the file is rewritten (atomically) after
+    every chunk with one line per chunk any seed has reached, per-seed values ``null`` where a seed
+    has not reached it yet, so ``rlkit plot`` reads it at any time.
+    """
+
+    def __init__(self, run_dir: Path, num_seeds: int, history: list[list[dict]] | None = None):
+        self.path = run_dir / "metrics.jsonl"
+        self.num_seeds = num_seeds
+        self.history = history if history is not None else [[] for _ in range(num_seeds)]
+
+    def add(self, seed_index: int, metrics: dict[str, float]) -> None:
+        from rlkit.runs.records import jsonable
+
+        self.history[seed_index].append(jsonable(dict(metrics)))  # JSON-able: it goes into checkpoints
+        self.write()
+
+    def lines(self) -> list[dict]:
+        from rlkit.runs.records import jsonable
+        from rlkit.runs.runner import summarize_chunk
+
+        out = []
+        for chunk in range(max((len(h) for h in self.history), default=0)):
+            rows = [h[chunk] if chunk < len(h) else None for h in self.history]
+            names = sorted({name for row in rows if row is not None for name in row})
+            per_seed = {
+                name: np.asarray([_number(None if row is None else row.get(name)) for row in rows], np.float64)
+                for name in names
+            }
+            mean = summarize_chunk({k: v for k, v in per_seed.items() if k not in ("elapsed_seconds", "chunk")})
+            out.append(jsonable({
+                "chunk": chunk, "env_steps": int(np.nanmax(per_seed["env_steps"])),
+                "elapsed_seconds": float(np.nanmean(per_seed["elapsed_seconds"])),  # per seed: they run in turn
+                "steps_per_second": mean["steps_per_second"], "mean": mean,
+                "per_seed": {k: v for k, v in per_seed.items() if k not in ("elapsed_seconds",)},
+            }))
+        return out
+
+    def write(self) -> None:
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        text = "".join(json.dumps(line, allow_nan=False) + "\n" for line in self.lines())
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(self.path)
+
+
+def _number(value: Any) -> float:
+    return np.nan if value is None else float(value)
+
+
+def _versions() -> dict[str, str]:
+    from rlkit.runs import records
+
+    out = records.versions()
+    for name in ("dm-reverb", "tensorflow-cpu", "tensorflow", "gymnasium", "dm-control", "mujoco"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """``rlkit train --backend reverb``: validate everything, then train the seeds one after another."""
+    from rlkit import agents, presets
+    from rlkit import config as cfg
+    from rlkit.envs import environment_spec, make_host
+    from rlkit.loops.device import plan_chunks
+    from rlkit.runs import records
+    from rlkit.runs.checkpoint import CHECKPOINT_DIR, Checkpointer, has_checkpoints
+    from rlkit.runs.runner import EVAL_SEED
+    from rlkit.stats import mean_interval
+
+    # Everything is validated before Reverb is imported or anything compiles.
+    require_reverb()
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.eval_episodes < 1:
+        raise ValueError(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
+    if args.chunks < 1:
+        raise ValueError(f"--chunks must be >= 1, got {args.chunks}")
+    agent_module = agents.get(args.agent)
+    config = cfg.override(presets.config_for(args.agent, args.env), dict(args.overrides))
+    spec = agent_module.experience(config)
+    if spec.kind != "transitions":
+        raise ValueError(
+            f"--backend reverb runs off-policy agents (replay of transitions); agent {args.agent} learns from "
+            f"{spec.kind}s: train it with --backend device"
+        )
+    try:
+        env = make_host(args.env, seed=args.first_seed)
+    except ValueError as error:
+        raise ValueError(f"{error} (--backend reverb runs host environments)") from None
+    env_spec = environment_spec(env)
+    del env
+    plan = plan_chunks(args.steps, spec.steps_per_update, args.chunks)
+    agent_module.make(config, env_spec, plan.total_steps)  # checks the agent fits the environment
+    if spec.min_size >= plan.total_steps:
+        raise ValueError(
+            f"steps={args.steps} ends before learning starts (learning_starts/batch_size need {spec.min_size} "
+            "transitions)"
+        )
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    steps_per_chunk = plan.updates_per_chunk * plan.steps_per_update
+    finished = (Path(args.out) / records.RESULTS_FILE).exists()
+    if has_checkpoints(args.out) and not (args.resume or args.overwrite or finished):
+        raise FileExistsError(
+            f"--out {args.out}: holds checkpoints of an unfinished run; pass --resume to continue it, "
+            f"or choose another directory"
+        )
+    if args.resume and not has_checkpoints(args.out):
+        raise ValueError(f"--resume: {args.out} holds no checkpoint to resume from")
+    run_dir = records.prepare_run_dir(args.out, overwrite=args.overwrite, resume=args.resume)
+    if args.overwrite and not args.resume:
+        shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
+        shutil.rmtree(run_dir / REPLAY_DIR, ignore_errors=True)
+        (run_dir / records.RESULTS_FILE).unlink(missing_ok=True)
+    identity = {
+        "agent": args.agent, "env": args.env, "config": cfg.to_dict(config), "seeds": seeds,
+        "total_steps": plan.total_steps, "num_chunks": plan.num_chunks, "eval_episodes": args.eval_episodes,
+        "backend": "reverb",
+    }
+    checkpointer = Checkpointer(
+        run_dir, identity, every_steps=args.checkpoint_every_steps,
+        every_minutes=args.checkpoint_every_minutes, keep=args.keep_checkpoints,
+    )
+    try:
+        return _train(
+            args, agent_module, config, env_spec, plan, seeds, steps_per_chunk, run_dir, identity,
+            checkpointer, EVAL_SEED, mean_interval,
+        )
+    finally:
+        checkpointer.close()
+
+
+def _train(
+    args, agent_module, config, env_spec, plan, seeds, steps_per_chunk, run_dir, identity,
+    checkpointer, eval_seed, mean_interval,
+) -> int:
+    import jax
+
+    from rlkit.runs import records
+
+    num_chunks = plan.num_chunks
+    started = time.time()
+    if not args.quiet:
+        print(
+            f"rlkit train: {args.agent} on {args.env}, host loop with an in-process Reverb server, "
+            f"{len(seeds)} seed(s) one after another, {plan.total_steps:,} steps each in {num_chunks} chunks; "
+            "starting Reverb...", file=sys.stderr, flush=True,
+        )
+    # Reverb and TensorFlow load here (rlax first: TensorFlow Probability needs it before TensorFlow).
+    from rlkit.loops import reverb_experiment
+
+    run = {  # what a checkpoint records besides the agent state (JSON)
+        "seed_index": 0, "seed_chunks": 0, "finished": [], "run_seconds": 0.0, "compile_seconds": 0.0,
+        "seed_seconds": 0.0, "counters": None, "replay_checkpoint": None,
+    }
+    history = None
+    resumed_from = None
+    if args.resume:
+        agent = agent_module.make(config, env_spec, plan.total_steps)
+        state = agent.init(jax.random.key(0, impl=reverb_experiment.KEY_IMPL))
+        key = jax.random.key(0, impl=reverb_experiment.KEY_IMPL)
+        like = {"agent_state": state, "actor_key": key, "learner_key": key}
+        restored = checkpointer.restore_latest(like)
+        run.update({k: restored.metadata[k] for k in run})
+        history = restored.metadata["history"]
+        resumed_from = restored.chunks_done
+    table = MetricsTable(run_dir, len(seeds), history)
+    table.write()  # a resumed run's metrics.jsonl goes back to where its checkpoint was
+    done_steps = run["seed_index"] * plan.total_steps + run["seed_chunks"] * steps_per_chunk
+    progress = records.Progress(len(seeds) * plan.total_steps, quiet=args.quiet, initial=done_steps)
+    if args.resume:
+        progress.note(f"resumed from {checkpointer.directory / str(resumed_from)}")
+    try:
+        _train_seeds(
+            args, agent_module, config, plan, seeds, steps_per_chunk, run_dir, checkpointer, eval_seed,
+            reverb_experiment, run, table, progress, restored if args.resume else None,
+        )
+    finally:
+        progress.close()
+
+    per_seed = np.asarray([np.mean(f["eval_returns"]) for f in run["finished"]])
+    estimate = mean_interval(per_seed)
+    run_seconds = run["run_seconds"]
+    total = len(seeds) * plan.total_steps
+    eval_seconds = sum(f["eval_seconds"] for f in run["finished"])
+    print(records.format_eval_table(seeds, per_seed, estimate))
+    print(
+        f"compile {run['compile_seconds']:.1f} s | run {run_seconds:.1f} s | "
+        f"{total / max(run_seconds, 1e-9):,.0f} steps/s | eval {eval_seconds:.1f} s"
+    )
+    path = records.write_results(run_dir, {
+        **identity,
+        "final_eval_return": {"per_seed": per_seed, "mean": estimate.mean, "ci95": [estimate.low, estimate.high]},
+        "compile_seconds": run["compile_seconds"],
+        "run_seconds": run_seconds,
+        "eval_seconds": eval_seconds,
+        "steps_per_second": total / max(run_seconds, 1e-9),
+        "resumed_from_chunk": resumed_from,
+        "per_seed": run["finished"],
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "versions": _versions(),
+    })
+    print(f"wrote {path} and {table.path}")
+    return 0
+
+
+def _train_seeds(
+    args, agent_module, config, plan, seeds, steps_per_chunk, run_dir, checkpointer, eval_seed,
+    reverb_experiment, run, table, progress, restored,
+) -> None:
+    """Train the seeds from ``run["seed_index"]`` on, one after another, updating ``run`` and ``table``."""
+    num_chunks = plan.num_chunks
+    boards = {}
+    for seed_index in range(run["seed_index"], len(seeds)):
+        seed = seeds[seed_index]
+        replay_dir = run_dir / REPLAY_DIR / f"seed_{seed}"
+        resuming = args.resume and seed_index == run["seed_index"] and run["seed_chunks"] > 0
+        if resuming:
+            _keep_replay_checkpoints(replay_dir, [run["replay_checkpoint"]])
+            if not _replay_checkpoints(replay_dir):
+                raise ValueError(
+                    f"--resume: the replay checkpoint {replay_dir / run['replay_checkpoint']} is missing; "
+                    "start a new --out"
+                )
+        else:
+            shutil.rmtree(replay_dir, ignore_errors=True)
+            run.update(seed_index=seed_index, seed_chunks=0, seed_seconds=0.0, counters=None, replay_checkpoint=None)
+        replay_dir.mkdir(parents=True, exist_ok=True)
+        experiment = reverb_experiment.HostExperiment(
+            agent_module, config, args.env, seed=seed, total_steps=plan.total_steps,
+            replay_checkpoint_dir=str(replay_dir),
+        )
+        try:
+            if resuming:
+                experiment.restore(restored.carry, run["counters"])
+                progress.note(f"seed {seed}: replay restored with {experiment.table_size():,} items")
+            compile_seconds = experiment.compile()
+            run["compile_seconds"] += compile_seconds
+            progress.note(f"seed {seed}: compiled in {compile_seconds:.1f} s; training")
+            if args.tensorboard:
+                boards[seed] = _board(run_dir, seed, experiment.env_steps if resuming else None)
+            for chunk in range(run["seed_chunks"], num_chunks):
+                start = time.perf_counter()
+                metrics = experiment.train(steps_per_chunk)
+                seconds = time.perf_counter() - start
+                run["run_seconds"] += seconds
+                run["seed_seconds"] += seconds
+                metrics["elapsed_seconds"] = run["seed_seconds"]  # this seed's training time so far
+                table.add(seed_index, metrics)
+                done_steps = seed_index * plan.total_steps + experiment.env_steps
+                progress.update(done_steps, metrics["steps_per_second"], metrics["episode_return"])
+                if seed in boards:
+                    for name, value in metrics.items():
+                        if np.isfinite(value):
+                            boards[seed].add_scalar(name, value, int(metrics["env_steps"]))
+                    boards[seed].flush()
+                run["seed_chunks"] = chunk + 1
+                if chunk + 1 < num_chunks and checkpointer.due(done_steps, final=False):
+                    run["counters"] = experiment.counters()
+                    run["replay_checkpoint"] = Path(experiment.checkpoint_replay()).name
+                    _keep_replay_checkpoints(replay_dir, [p.name for p in _replay_checkpoints(replay_dir)]
+                                             [-args.keep_checkpoints:])
+                    checkpointer.save(seed_index * num_chunks + chunk + 1, experiment.carry(), done_steps,
+                                      {**run, "env_steps": done_steps, "history": table.history})
+                    progress.note(f"checkpoint: seed {seed}, {experiment.env_steps:,} steps")
+            progress.note(f"seed {seed}: evaluating {args.eval_episodes} episodes with the deterministic policy")
+            eval_start = time.perf_counter()
+            returns = experiment.evaluate(args.eval_episodes, seed=eval_seed + seed)
+            run["finished"].append({
+                "seed": seed, "eval_returns": returns.tolist(), "eval_seconds": time.perf_counter() - eval_start,
+                "compile_seconds": compile_seconds, "env_steps": experiment.env_steps,
+                "updates": experiment.updates, "episodes": experiment.episodes,
+            })
+            progress.note(f"seed {seed}: final greedy return {returns.mean():.2f}")
+            # The seed is done: save its final state (the replay is no longer needed).
+            run.update(seed_index=seed_index + 1, seed_chunks=0, seed_seconds=0.0, counters=None,
+                       replay_checkpoint=None)
+            checkpointer.save((seed_index + 1) * num_chunks, experiment.carry(), done_steps,
+                              {**run, "env_steps": done_steps, "history": table.history})
+        finally:
+            experiment.close()
+            if seed in boards:
+                boards.pop(seed).close()
+        shutil.rmtree(replay_dir, ignore_errors=True)
+
+
+def _board(run_dir: Path, seed: int, purge_step: int | None) -> Any:
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError as error:
+        raise ValueError("--tensorboard needs tensorboardX: pip install 'rlkit[tensorboard]'") from error
+    return SummaryWriter(str(run_dir / "tensorboard" / f"seed_{seed}"), purge_step=purge_step)
