@@ -41,6 +41,25 @@ def check_unit_interval(name: str, value: Any, *, closed_low: bool = True) -> No
         raise ValueError(f"{name} must lie in {bounds}, got {value!r}")
 
 
+def continuous_bounds(spec: Any, agent: str) -> tuple[Any, Any]:
+    """``(center, half_width)`` of a bounded continuous action space, as float32 numpy arrays.
+
+    Raises a ValueError naming ``agent`` for a discrete space or infinite bounds. Agents that act
+    in ``[-1, 1]`` map to the environment's range with ``center + half_width * action``.
+    """
+    import numpy as np
+
+    if spec.action_kind != "continuous":
+        raise ValueError(
+            f"agent {agent}: needs a continuous action space, but the environment's is "
+            f"{spec.action_kind} ({spec.num_actions} actions); use dqn or ppo for it"
+        )
+    low, high = np.asarray(spec.action_low, np.float32), np.asarray(spec.action_high, np.float32)
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+        raise ValueError(f"agent {agent}: needs finite action bounds, got low={low} high={high}")
+    return (high + low) / 2, np.where(high > low, (high - low) / 2, 1.0).astype(np.float32)
+
+
 def check_divides(name: str, divisor: int, total_name: str, total: int) -> None:
     """Raise unless ``divisor`` divides ``total`` exactly."""
     if divisor <= 0 or total % divisor:

@@ -111,15 +111,7 @@ def squashed_sample(mean: jax.Array, log_std: jax.Array, key: jax.Array) -> tupl
 def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent:
     """Build SAC for ``spec`` (continuous actions with finite bounds)."""
     del total_steps  # no schedules
-    if spec.action_kind != "continuous":
-        raise ValueError(
-            f"agent sac: needs a continuous action space, but the environment's is "
-            f"{spec.action_kind} ({spec.num_actions} actions); use dqn or ppo for it"
-        )
-    low, high = np.asarray(spec.action_low, np.float32), np.asarray(spec.action_high, np.float32)
-    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
-        raise ValueError(f"agent sac: needs finite action bounds, got low={low} high={high}")
-    center, half = (high + low) / 2, np.where(high > low, (high - low) / 2, 1.0).astype(np.float32)
+    center, half = cfg.continuous_bounds(spec, "sac")
     action_dim = spec.num_actions
 
     actor = SquashedGaussianActor(action_dim, config.hidden_sizes, config.activation)

@@ -20,7 +20,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import rlax
 
@@ -104,15 +103,7 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
     """Build TD3 (or DDPG) for ``spec`` (continuous actions with finite bounds)."""
     del total_steps  # no schedules
     name = "td3" if config.num_critics > 1 or config.policy_delay > 1 else "ddpg"
-    if spec.action_kind != "continuous":
-        raise ValueError(
-            f"agent {name}: needs a continuous action space, but the environment's is "
-            f"{spec.action_kind} ({spec.num_actions} actions); use dqn or ppo for it"
-        )
-    low, high = np.asarray(spec.action_low, np.float32), np.asarray(spec.action_high, np.float32)
-    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
-        raise ValueError(f"agent {name}: needs finite action bounds, got low={low} high={high}")
-    center, half = (high + low) / 2, np.where(high > low, (high - low) / 2, 1.0).astype(np.float32)
+    center, half = cfg.continuous_bounds(spec, name)
     action_dim = spec.num_actions
 
     actor = DeterministicActor(action_dim, config.hidden_sizes, config.activation)
