@@ -58,6 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
              "another on the reverb backend",
     )
     train.add_argument("--first-seed", type=int, default=0, help="first seed; seeds are consecutive (default 0)")
+    train.add_argument(
+        "--host-envs", type=int, default=1, metavar="N",
+        help="reverb backend: host environments stepped side by side, one jitted act call for all (default 1); "
+             "must divide num_envs * num_steps",
+    )
+    train.add_argument(
+        "--transitions-per-item", type=int, default=1, metavar="K",
+        help="reverb backend: transitions packed into each Reverb item (default 1); must divide batch_size",
+    )
     train.add_argument("--steps", type=parse_steps, required=True, help="environment steps per seed, e.g. 5e5")
     train.add_argument("--out", required=True, help="run directory for results.json and metrics.jsonl")
     train.add_argument(

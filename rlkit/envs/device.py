@@ -105,6 +105,22 @@ class DeviceEnv:
         return new_state, step
 
 
+    def step_without_reset(
+        self, key: jax.Array, state: EpisodeState, action: jax.Array, params: Any = None
+    ) -> tuple[EpisodeState, jax.Array, jax.Array, jax.Array, jax.Array]:
+        """One step with no auto-reset: ``(state, next_obs, reward, terminated, truncated)``.
+
+        For loops that stop using an environment once its episode ends (evaluation): they skip
+        the reset that ``step`` computes every step. Episode statistics are not kept.
+        """
+        params = self.default_params if params is None else params
+        obs, env_state, reward, terminated, _ = self.env.step_env(key, state.env_state, action, params)
+        terminated = jnp.asarray(terminated, bool)
+        truncated = jnp.logical_and(jnp.asarray(self.env.is_truncated(env_state, params), bool), ~terminated)
+        new_state = EpisodeState(env_state, state.episode_return, state.episode_length)
+        return new_state, _flatten(obs), jnp.asarray(reward, jnp.float32), terminated, truncated
+
+
 def _spec_from_gymnax(env: Any, params: Any) -> EnvSpec:
     obs_space = env.observation_space(params)
     obs_size = int(np.prod(obs_space.shape)) if obs_space.shape else 1

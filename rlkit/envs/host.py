@@ -11,6 +11,7 @@ device loop does.
 from __future__ import annotations
 
 import difflib
+import operator
 import warnings
 from typing import Any
 
@@ -38,14 +39,22 @@ class _FlatEnvironment(dm_env.Environment):
     @staticmethod
     def _time_step(obs, reward, terminated: bool, truncated: bool) -> dm_env.TimeStep:
         obs = _flatten(obs)
-        reward = np.asarray(reward, np.float32).reshape(())
+        if type(reward) is float or type(reward) is int:  # the common case, kept cheap
+            reward = np.float32(reward)
+        else:
+            reward = np.asarray(reward, np.float32).reshape(())
         if terminated:
-            return dm_env.TimeStep(dm_env.StepType.LAST, reward, np.float32(0.0), obs)
-        step_type = dm_env.StepType.LAST if truncated else dm_env.StepType.MID
-        return dm_env.TimeStep(step_type, reward, np.float32(1.0), obs)
+            return dm_env.TimeStep(_LAST, reward, _ZERO, obs)
+        return dm_env.TimeStep(_LAST if truncated else _MID, reward, _ONE, obs)
+
+
+_LAST, _MID = dm_env.StepType.LAST, dm_env.StepType.MID
+_ZERO, _ONE = np.float32(0.0), np.float32(1.0)
 
 
 def _flatten(obs: Any) -> np.ndarray:
+    if type(obs) is np.ndarray and obs.dtype == np.float32 and obs.ndim == 1:
+        return obs  # already flat float32 (e.g. CartPole): no copy, no view
     return np.asarray(obs, np.float32).reshape(-1)
 
 
@@ -76,8 +85,10 @@ class GymWrapper(_FlatEnvironment):
                 "observations (wrap the env in gymnasium.wrappers.FlattenObservation first)"
             )
         self._observation_spec = _flat_bounded_spec(obs_space.low, obs_space.high, obs_space.shape, "observation")
-        if isinstance(action_space, spaces.Discrete):
+        self._discrete = isinstance(action_space, spaces.Discrete)
+        if self._discrete:
             self._action_spec = specs.DiscreteArray(int(action_space.n), name="action")
+            self._action_start = int(action_space.start)
         elif isinstance(action_space, spaces.Box):
             self._action_spec = specs.BoundedArray(
                 action_space.shape, np.float32, action_space.low, action_space.high, name="action"
@@ -105,8 +116,11 @@ class GymWrapper(_FlatEnvironment):
         return self._time_step(obs, reward, bool(terminated), bool(truncated))
 
     def _to_gym_action(self, action):
-        if isinstance(self._action_spec, specs.DiscreteArray):
-            return int(np.asarray(action).reshape(())) + int(self._action_space.start)
+        if self._discrete:
+            try:  # a Python or numpy integer scalar: the common case, kept cheap
+                return operator.index(action) + self._action_start
+            except TypeError:
+                return int(np.asarray(action).reshape(())) + self._action_start
         space = self._action_space
         return np.asarray(action, space.dtype).reshape(space.shape)
 

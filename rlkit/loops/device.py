@@ -158,12 +158,13 @@ def evaluate_policy(
     def body(loop: Loop):
         key, act_key, env_key = jax.random.split(loop.key, 3)
         out = agent.act(agent_state, loop.actor.obs, loop.actor.carry, act_key, deterministic=True)
-        env_state, result = jax.vmap(env.step)(
+        # No auto-reset: a finished episode's environment keeps stepping, masked out.
+        env_state, obs, reward, terminated, truncated = jax.vmap(env.step_without_reset)(
             jax.random.split(env_key, num_episodes), loop.actor.env_state, out.action
         )
-        returns = loop.returns + jnp.where(loop.done, 0.0, result.reward)
-        done = loop.done | result.terminated | result.truncated
-        return Loop(ActorState(env_state, result.obs, out.carry), returns, done, loop.t + 1, key)
+        returns = loop.returns + jnp.where(loop.done, 0.0, reward)
+        done = loop.done | terminated | truncated
+        return Loop(ActorState(env_state, obs, out.carry), returns, done, loop.t + 1, key)
 
     start = Loop(
         ActorState(env_state, obs, agent.init_carry(num_episodes)),

@@ -10,7 +10,8 @@
 The agent is the same ``Agent`` the device loop runs: the actor calls its jitted
 ``act`` on a batch of one observation, and hands each step to ``adder`` as a numpy
 ``Transition`` (where a replay writer, e.g. Reverb's, plugs in); a learner pushes
-fresh parameters back with ``update_state``.
+fresh parameters back with ``update_state``. Where several environments are stepped
+side by side, ``select_actions`` acts for all of them in one jitted call.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Callable
 
 import dm_env
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from rlkit.types import Agent, AgentState, Transition
@@ -59,7 +61,19 @@ class Actor:
             out = agent.act(state, observation[None], carry, act_key, deterministic)
             return key, out.action[0], out.carry, jax.tree.map(lambda x: x[0], out.extras)
 
+        def act_batch(state, observations, carry, first, key):
+            key, act_key = jax.random.split(key)
+            fresh = agent.init_carry(observations.shape[0])
+            carry = jax.tree.map(  # environments starting an episode start from a fresh carry
+                lambda f, c: jnp.where(first.reshape(-1, *[1] * (c.ndim - 1)), f, c), fresh, carry
+            )
+            out = agent.act(state, observations, carry, act_key, deterministic)
+            return key, out.action, out.carry, out.extras
+
         self._act = jax.jit(act)
+        self._act_batch = jax.jit(act_batch)
+        self._batch_carries: dict[int, Any] = {}  # select_actions' recurrent carry per group of environments
+        self._batch_sizes: dict[int, int] = {}
 
     def observe_first(self, timestep: dm_env.TimeStep) -> None:
         """Start an episode: reset the recurrent carry and remember the first observation."""
@@ -73,6 +87,33 @@ class Actor:
         )
         self.last_extras = jax.tree.map(np.asarray, extras) if extras else {}
         return np.asarray(action)
+
+    def select_actions(self, observations: np.ndarray, first: np.ndarray, group: int = 0) -> np.ndarray:
+        """Actions for a batch of environments, ``observations [N, ...]``, in one jitted call.
+
+        ``first [N]`` (bool) marks the environments whose episode starts with this observation: their
+        recurrent carry restarts. Each ``group`` of environments keeps its own recurrent carry, apart
+        from ``select_action``'s. ``last_extras`` holds the batch's extras afterwards.
+        """
+        actions, extras = self.dispatch_actions(observations, first, group)
+        self.last_extras = jax.tree.map(np.asarray, extras) if extras else {}
+        return np.asarray(actions)
+
+    def dispatch_actions(self, observations: np.ndarray, first: np.ndarray, group: int = 0) -> tuple[jax.Array, Any]:
+        """``select_actions`` without waiting: returns ``(actions, extras)`` as JAX arrays still being computed.
+
+        XLA computes them on its own threads while the caller goes on (e.g. steps another group of
+        environments); ``np.asarray(actions)`` waits for them.
+        """
+        observations = np.asarray(observations)
+        carry = self._batch_carries.get(group)
+        if carry is None or self._batch_sizes.get(group) != observations.shape[0]:
+            self._batch_sizes[group] = observations.shape[0]
+            carry = self.agent.init_carry(observations.shape[0])
+        self.key, actions, self._batch_carries[group], extras = self._act_batch(
+            self.state, observations, carry, np.asarray(first, bool), self.key
+        )
+        return actions, extras
 
     def observe(self, action: np.ndarray, next_timestep: dm_env.TimeStep) -> Transition:
         """Record the step ``action`` led to; returns it (and hands it to ``adder``).
@@ -97,10 +138,18 @@ class Actor:
             self.adder(transition)
         return transition
 
-    def compile(self, observation: np.ndarray) -> float:
-        """Compile ``act`` for ``observation``'s shape now (the actor's keys and carry are untouched); seconds."""
+    def compile(self, observation: np.ndarray, num_envs: int | None = None) -> float:
+        """Compile ``act`` for ``observation``'s shape now (the actor's keys and carry are untouched); seconds.
+
+        With ``num_envs``, compile ``select_actions`` for that many environments instead.
+        """
         start = time.perf_counter()
-        out = self._act(self.state, np.asarray(observation), self._carry, self.key)
+        if num_envs is None:
+            out = self._act(self.state, np.asarray(observation), self._carry, self.key)
+        else:
+            observations = np.stack([np.asarray(observation)] * num_envs)
+            first = np.ones(num_envs, bool)
+            out = self._act_batch(self.state, observations, self.agent.init_carry(num_envs), first, self.key)
         jax.block_until_ready(out)
         return time.perf_counter() - start
 

@@ -13,7 +13,9 @@ Any agent module (or ``SimpleNamespace(make=..., experience=...)``) whose ``expe
 ``kind="transitions"`` runs here, on any dm_env environment: the agent comes from
 ``make(config, environment_spec(env), total_steps)``, exactly as the device loop builds it.
 
-The actor writes n-step transitions to a Reverb table with ``TransitionWriter``. The two sides are
+The actor steps ``HostSettings.num_envs`` environments side by side (one jitted ``act`` for all of
+them) and writes their n-step transitions to a Reverb table with ``TransitionWriter``, packing
+``HostSettings.transitions_per_item`` of them into each item. The two sides are
 interleaved in one thread as the device loop interleaves them: every ``spec.steps_per_update``
 environment steps, once ``spec.min_size`` items are in, the learner samples
 ``spec.updates_per_rollout`` batches and runs the jitted ``agent.update`` on each, and the actor
@@ -61,6 +63,10 @@ class HostSettings:
       max_in_flight: samples the sampler prefetches (default twice the batch size).
       prefetch: sample the learner's next batch while its update computes (the batch then lacks the
         transitions of the next ``steps_per_update`` steps; the table's limiter allows for it).
+      num_envs: host environments the actor steps side by side, acting for all of them in one jitted
+        call (seeded ``seed``, ``seed + 1``, ...). Environment steps count all of them.
+      transitions_per_item: transitions packed into each Reverb item (``make_tables``); must divide
+        ``batch_size``. With ``num_envs`` of them, one item holds one step of every environment.
     """
 
     push_every: int = 1
@@ -69,8 +75,14 @@ class HostSettings:
     timeout_s: float = 30.0
     max_in_flight: int | None = None
     prefetch: bool = True
+    num_envs: int = 1
+    transitions_per_item: int = 1
 
     def __post_init__(self):
+        for name in ("num_envs", "transitions_per_item"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if self.push_every < 1:
             raise ValueError(f"push_every must be >= 1, got {self.push_every}")
         if self.samples_per_insert is not None and self.samples_per_insert < 0:
@@ -125,8 +137,10 @@ class HostExperiment:
                 f"this agent's is {self.spec.kind!r} (train it with the device backend)"
             )
         self.config, self.settings, self.seed = config, settings, seed
+        per_item = reverb_replay.check_transitions_per_item(self.spec, settings.transitions_per_item)
         self.make_env = env_factory(env)
-        self.env = self.make_env(seed)
+        self.envs = [self.make_env(seed + i) for i in range(settings.num_envs)]
+        self.env = self.envs[0]
         self.env_spec = environment_spec(self.env)
         self.agent = agent_module.make(config, self.env_spec, total_steps)
         init_key, actor_key, self.learner_key = jax.random.split(jax.random.key(seed, impl=KEY_IMPL), 3)
@@ -137,13 +151,18 @@ class HostExperiment:
             reverb_replay.default_samples_per_insert(spec) if settings.samples_per_insert is None
             else settings.samples_per_insert
         )
-        max_in_flight = settings.max_in_flight or 2 * spec.batch_size
-        # Slack for the interleaving: the first update waits for a whole iteration, the writer holds
-        # back n-step windows and unconfirmed items, the sampler prefetches (see the module docstring).
-        slack_items = spec.steps_per_update + spec.n_step + settings.flush_every
-        error_buffer = 2.0 * (self.samples_per_insert * slack_items + max_in_flight + spec.batch_size)
+        max_in_flight = settings.max_in_flight or 2 * spec.batch_size // per_item
+        # Slack for the interleaving, in items: the first update waits for a whole iteration (of every
+        # environment), the writer holds back n-step windows, staged and unconfirmed items, the sampler
+        # prefetches (see the module docstring).
+        slack_items = (
+            (max(spec.steps_per_update, settings.num_envs) + settings.num_envs * spec.n_step) / per_item
+            + 1 + settings.flush_every
+        )
+        error_buffer = 2.0 * (self.samples_per_insert * slack_items + max_in_flight + spec.batch_size / per_item)
         tables = reverb_replay.make_tables(
-            spec, self.example, samples_per_insert=self.samples_per_insert, error_buffer=error_buffer
+            spec, self.example, samples_per_insert=self.samples_per_insert, error_buffer=error_buffer,
+            transitions_per_item=per_item,
         )
         checkpointer = None
         if replay_checkpoint_dir is not None:
@@ -153,11 +172,11 @@ class HostExperiment:
         self.client = reverb.Client(self.address)
         self.writer = reverb_replay.TransitionWriter(
             self.client, spec, flush_every=settings.flush_every, timeout_ms=int(1000 * settings.timeout_s),
-            example=self.example,
+            example=self.example, transitions_per_item=per_item,
         )
         self.sampler = reverb_replay.Sampler(
             self.client, "replay", spec.batch_size, self.example, timeout_s=settings.timeout_s,
-            max_in_flight=max_in_flight,
+            max_in_flight=max_in_flight, transitions_per_item=per_item,
         )
         self.actor = Actor(self.agent, self.state, adder=self.writer, key=actor_key)
         agent = self.agent
@@ -176,9 +195,14 @@ class HostExperiment:
         self.episodes = 0
         self.evaluations = 0
         self.learning = False
-        self._timestep: dm_env.TimeStep | None = None
-        self._episode_return = 0.0
-        self._episode_length = 0
+        self._next_learn = self.spec.steps_per_update  # env_steps at which the learner next runs
+        self._observations: np.ndarray | None = None  # what each environment acts on next
+        # One group acts alone; two let XLA compute one group's actions while Python steps the other's.
+        self._groups = [np.asarray(g) for g in np.array_split(np.arange(settings.num_envs), min(2, settings.num_envs))]
+        self._pending: dict[int, jax.Array] = {}  # actions dispatched for each group's next step
+        self._first = np.ones(settings.num_envs, bool)
+        self._episode_return = np.zeros(settings.num_envs)
+        self._episode_length = np.zeros(settings.num_envs, np.int64)
         self.timers = {"sample": 0.0, "update": 0.0}  # seconds the learner spent sampling, dispatching updates
 
     # -- compiling ------------------------------------------------------------------------------
@@ -186,7 +210,8 @@ class HostExperiment:
     def compile(self) -> float:
         """Compile the actor's ``act`` and the learner's ``update`` now; returns the seconds it took."""
         start = time.perf_counter()
-        self.actor.compile(self.example.obs_tm1)
+        for size in sorted({len(group) for group in self._groups}):
+            self.actor.compile(self.example.obs_tm1, num_envs=size)
         batch = jax.tree.map(lambda x: np.stack([x] * self.spec.batch_size), self.example)
         jax.block_until_ready(self._update(self.state, batch, self.learner_key))
         return time.perf_counter() - start
@@ -194,7 +219,8 @@ class HostExperiment:
     # -- training -------------------------------------------------------------------------------
 
     def train(self, num_steps: int, learn: bool = True) -> dict[str, float]:
-        """Run ``num_steps`` environment steps, learning as they come; the steps' metrics.
+        """Run ``num_steps`` environment steps (all environments together, rounded up to whole steps of
+        every environment), learning as they come; the steps' metrics.
 
         Returns the means over this call of ``episode_return`` and ``episode_length`` (episodes that
         ended in it; NaN if none) and of the agent's update metrics (absent before learning starts), with
@@ -202,31 +228,64 @@ class HostExperiment:
         ``learn=False`` the learner is paused: the actor only fills the table (whose ratio limiter then
         blocks inserts a little past ``min_size``, unless ``samples_per_insert=0``).
         """
-        spec, actor, env = self.spec, self.actor, self.env
+        spec, actor, envs, writer = self.spec, self.actor, self.envs, self.writer
+        num_envs = len(envs)
         returns, lengths, metrics_list = [], [], []
-        update_every = spec.steps_per_update
         start = time.perf_counter()
-        if self._timestep is None:
-            self._timestep = env.reset()
-            actor.observe_first(self._timestep)
-        timestep = self._timestep
-        for _ in range(num_steps):
-            action = actor.select_action(timestep.observation)
-            timestep = env.step(action)
-            actor.observe(action, next_timestep=timestep)
-            self.env_steps += 1
-            self._episode_return += float(timestep.reward)
-            self._episode_length += 1
-            if timestep.last():
-                returns.append(self._episode_return)
-                lengths.append(self._episode_length)
-                self.episodes += 1
-                self._episode_return, self._episode_length = 0.0, 0
-                timestep = env.reset()
-                actor.observe_first(timestep)
-            if learn and self.env_steps % update_every == 0:
-                metrics_list.extend(self._learn())
-        self._timestep = timestep
+        if self._observations is None:  # a fresh start (or a restore): every environment starts an episode
+            self._observations = np.stack([env.reset().observation for env in envs])
+            self._first = np.ones(num_envs, bool)
+            self._episode_return = np.zeros(num_envs)
+            self._episode_length = np.zeros(num_envs, np.int64)
+            self._pending = {}
+        observations, first = self._observations, self._first
+        # With two groups of environments, XLA computes one group's actions while Python steps the other.
+        for g, group in enumerate(self._groups):
+            if g not in self._pending:
+                self._pending[g] = actor.dispatch_actions(observations[group], first[group], g)[0]
+        steps_done = 0
+        while steps_done < num_steps:
+            for g, group in enumerate(self._groups):
+                actions = np.asarray(self._pending.pop(g))
+                size = len(group)
+                next_observations = np.empty((size, *observations.shape[1:]), observations.dtype)
+                rewards = np.empty(size, np.float32)
+                discounts = np.empty(size, np.float32)
+                ended = []
+                for j in range(size):
+                    timestep = envs[group[j]].step(actions[j])
+                    next_observations[j] = timestep.observation
+                    rewards[j] = timestep.reward
+                    discounts[j] = timestep.discount
+                    if timestep.step_type == dm_env.StepType.LAST:
+                        ended.append(j)
+                last = np.zeros(size, bool)
+                last[ended] = True
+                # obs_t is the observation each action led to: the final one where an episode ended.
+                writer.add_batch(
+                    Transition(observations[group], actions, rewards, discounts, next_observations, last), group
+                )
+                self._episode_return[group] += rewards
+                self._episode_length[group] += 1
+                for j in ended:
+                    i = group[j]
+                    returns.append(float(self._episode_return[i]))
+                    lengths.append(int(self._episode_length[i]))
+                    self._episode_return[i], self._episode_length[i] = 0.0, 0
+                    next_observations[j] = envs[i].reset().observation
+                observations[group] = next_observations
+                first[group] = last
+                self.episodes += len(ended)
+                self.env_steps += size
+                steps_done += size
+                while self.env_steps >= self._next_learn:  # every steps_per_update environment steps
+                    if learn:
+                        metrics_list.extend(self._learn())
+                    self._next_learn += spec.steps_per_update
+                self._pending[g] = actor.dispatch_actions(next_observations, last, g)[0]
+                if steps_done >= num_steps:
+                    break
+        self._observations, self._first = observations, first
         seconds = time.perf_counter() - start
         out = {"env_steps": float(self.env_steps)}
         out["episode_return"] = float(np.mean(returns)) if returns else float("nan")
@@ -236,13 +295,13 @@ class HostExperiment:
             values = jax.device_get(metrics_list)
             out.update({name: float(np.mean([m[name] for m in values])) for name in values[0]})
         out["updates"] = float(self.updates)
-        out["steps_per_second"] = num_steps / max(seconds, 1e-9)
+        out["steps_per_second"] = steps_done / max(seconds, 1e-9)
         return out
 
     def _learn(self) -> list[dict]:
         """One learner iteration: ``updates_per_rollout`` updates, if the table holds ``min_size`` items."""
         if not self.learning:
-            if self.writer.items_written < self.spec.min_size:
+            if self.writer.transitions_written < self.spec.min_size:
                 return []
             self.writer.flush()  # the limiter counts confirmed items only
             self.learning = True
@@ -317,11 +376,14 @@ class HostExperiment:
         self.env_steps, self.updates = int(counters["env_steps"]), int(counters["updates"])
         self.episodes, self.evaluations = int(counters["episodes"]), int(counters["evaluations"])
         self.learning = bool(counters["learning"])
-        # A fresh environment, seeded apart from the first one, for the new episode.
-        self.env = self.make_env((self.seed + 7919 * (1 + self.env_steps)) % (2**31 - 1))
-        self._timestep = None
+        # Fresh environments, seeded apart from the first ones, for the new episodes.
+        reseed = self.seed + 7919 * (1 + self.env_steps)
+        self.envs = [self.make_env((reseed + i) % (2**31 - 1)) for i in range(self.settings.num_envs)]
+        self.env = self.envs[0]
+        self._observations = None
+        self._pending = {}
         self._next_batch = None
-        self._episode_return, self._episode_length = 0.0, 0
+        self._next_learn = (self.env_steps // self.spec.steps_per_update + 1) * self.spec.steps_per_update
         self.writer.end_episode()
 
     def checkpoint_replay(self) -> str:

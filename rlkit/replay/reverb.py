@@ -9,7 +9,7 @@ Reverb world only (dm-reverb + TensorFlow); the core never imports this module::
     sampler = Sampler(client, "replay", spec.batch_size, example)
     keys, probabilities, batch = sampler.sample()               # a numpy Transition batch
 
-Each item is one n-step ``Transition`` folded on the host exactly as
+Each item is one n-step ``Transition`` (or ``transitions_per_item`` of them) folded on the host exactly as
 ``rlkit.replay.n_step_transition`` folds it on the device (``n_step_fold``), never across an
 episode end. An item is stored as one ``uint8`` vector, the bytes of its fields (``ItemCodec``):
 one column instead of six halves the writer's and the sampler's per-item cost, and the bytes
@@ -98,6 +98,21 @@ class ItemCodec:
             raise ValueError(f"ItemCodec.pack: field shapes {shapes} differ from the example's {expected}")
         return packed
 
+    def pack_batch(self, items: Any) -> np.ndarray:
+        """``pack`` for a batch: ``items`` has a leading axis ``[N]`` on every field; returns ``[N, size]``."""
+        rows = None
+        for value, (name, dtype, shape, start, stop) in zip(items, self.fields):
+            value = np.ascontiguousarray(value, dtype)
+            if rows is None:
+                rows = np.empty((value.shape[0] if value.ndim else 0, self.size), np.uint8)
+            if value.shape != (rows.shape[0], *shape):
+                raise ValueError(
+                    f"ItemCodec.pack_batch: field {name!r} has shape {value.shape}, expected "
+                    f"{(rows.shape[0], *shape)} (a leading batch axis, then the example's shape)"
+                )
+            rows[:, start:stop] = value.reshape(rows.shape[0], -1).view(np.uint8)
+        return rows
+
     def unpack(self, rows: np.ndarray) -> Any:
         rows = np.asarray(rows, np.uint8).reshape(-1, self.size)
         batch = rows.shape[0]
@@ -121,6 +136,7 @@ def make_tables(
     error_buffer: float | None = None,
     priority_exponent: float = 0.6,
     queue_size: int | None = None,
+    transitions_per_item: int = 1,
 ) -> list[reverb.Table]:
     """Reverb tables for an agent's ``ExperienceSpec``; signatures come from ``example``.
 
@@ -132,6 +148,13 @@ def make_tables(
     at least ``2 * max(1, samples_per_insert)``) is how far sampling and inserting may drift from the
     ratio before one side blocks. ``samples_per_insert=0`` keeps no ratio (a ``MinSize`` limiter:
     inserts never block), e.g. to measure an actor alone.
+
+    ``transitions_per_item`` (K) packs K transitions into each item (``TransitionWriter`` and
+    ``Sampler`` with the same K): a K-th of the per-item costs of inserting and sampling, for fast
+    batched actors. Sizes are then in items: ``buffer_size / K`` of them, sampling from
+    ``min_size / K``; the ratio is unchanged (samples and inserts both count items). A batch then
+    holds ``batch_size / K`` groups of K transitions written together (from one step of K
+    environments, or K steps of one).
 
     ``kind="rollout"``: a queue of ``queue_size`` (default 8) rollouts, each
     ``[spec.rollout_length, ...]`` of the unbatched ``example`` (e.g. one step of a ``Trajectory``).
@@ -146,8 +169,9 @@ def make_tables(
         raise ValueError(f"make_tables: unknown ExperienceSpec.kind {spec.kind!r}; use 'transitions' or 'rollout'")
     if spec.buffer_size < 1:
         raise ValueError(f"make_tables: spec.buffer_size must be >= 1, got {spec.buffer_size}")
+    per_item = check_transitions_per_item(spec, transitions_per_item)
     ratio = default_samples_per_insert(spec) if samples_per_insert is None else float(samples_per_insert)
-    min_size = max(1, spec.min_size)
+    min_size = max(1, -(-spec.min_size // per_item))
     if ratio < 0:
         raise ValueError(f"make_tables: samples_per_insert must be >= 0, got {ratio}")
     if ratio == 0:
@@ -166,11 +190,23 @@ def make_tables(
             name=name,
             sampler=sampler,
             remover=reverb.selectors.Fifo(),
-            max_size=spec.buffer_size,
+            max_size=max(1, spec.buffer_size // per_item),
             rate_limiter=limiter,
-            signature=ItemCodec(example).signature,
+            signature=tf.TensorSpec((per_item * ItemCodec(example).size,), tf.uint8),
         )
     ]
+
+
+def check_transitions_per_item(spec: ExperienceSpec, transitions_per_item: int) -> int:
+    """``transitions_per_item`` if it is >= 1 and divides ``batch_size``; else a ValueError naming both."""
+    if not isinstance(transitions_per_item, (int, np.integer)) or transitions_per_item < 1:
+        raise ValueError(f"transitions_per_item must be an integer >= 1, got {transitions_per_item!r}")
+    if spec.batch_size % transitions_per_item:
+        raise ValueError(
+            f"transitions_per_item={transitions_per_item} must divide batch_size={spec.batch_size} "
+            "(a batch is made of whole items)"
+        )
+    return int(transitions_per_item)
 
 
 def n_step_fold(steps: Sequence[Transition], gamma: float) -> Transition:
@@ -194,7 +230,7 @@ def n_step_fold(steps: Sequence[Transition], gamma: float) -> Transition:
 
 
 class TransitionWriter:
-    """An ``Actor`` adder writing one n-step transition item per environment step to a Reverb table.
+    """An adder writing n-step transitions to a Reverb table: ``Actor(adder=...)`` or ``add_batch``.
 
     Args:
       client: a ``reverb.Client``.
@@ -204,60 +240,117 @@ class TransitionWriter:
       timeout_ms: how long a flush may wait for the server before ``ReplayUnavailable``.
       example: one ``Transition`` giving each field's dtype and shape (what the table's items hold);
         each step is cast to it. Without it, the first step written sets them.
+      transitions_per_item: transitions packed into each item (the table's ``transitions_per_item``).
 
-    The item for step ``t`` is written once steps ``t .. t+n-1`` are seen, or at the episode's end
-    (then folded over the steps left). Items have priority 1. After an error the writer is broken:
-    every later call raises ``ReplayUnavailable`` again. It never closes the Reverb writer on an error
-    path (that hangs while the server is down).
+    The transition for step ``t`` is complete once steps ``t .. t+n-1`` are seen, or at the episode's
+    end (then folded over the steps left). It is written at once (one transition per item), or with
+    ``transitions_per_item=K`` staged until K are complete and written as one item; up to K - 1
+    staged transitions are not in the table yet (nor in its checkpoints) until the item fills.
+    Items have priority 1. After an error the writer is broken: every later call raises
+    ``ReplayUnavailable`` again. It never closes the Reverb writer on an error path (that hangs while
+    the server is down).
     """
 
     def __init__(
         self, client: reverb.Client, spec: ExperienceSpec, table: str = "replay", flush_every: int = 16,
-        timeout_ms: int = 5000, example: Transition | None = None,
+        timeout_ms: int = 5000, example: Transition | None = None, transitions_per_item: int = 1,
     ):
         if spec.n_step < 1:
             raise ValueError(f"TransitionWriter: spec.n_step must be >= 1, got {spec.n_step}")
         self.client, self.table = client, table
         self.n_step, self.gamma = spec.n_step, spec.gamma
         self.flush_every, self.timeout_ms = max(1, flush_every), timeout_ms
+        self.transitions_per_item = check_transitions_per_item(spec, transitions_per_item)
         self.codec = None if example is None else ItemCodec(example)
-        self._window: collections.deque[Transition] = collections.deque()
+        self._windows: dict[int, collections.deque[Transition]] = collections.defaultdict(collections.deque)
+        self._staged: np.ndarray | None = None  # [K, codec.size] rows of the item being filled
+        self._num_staged = 0
         self._since_flush = 0
         self._error: ReplayUnavailable | None = None
         self._writer = client.trajectory_writer(num_keep_alive_refs=1)
         self.items_written = 0
+        self.transitions_written = 0
 
     def __call__(self, transition: Transition) -> None:
+        """Add one environment's step (an unbatched ``Transition``)."""
         self._check()
-        self._window.append(transition)
-        if bool(transition.last_t):
-            while self._window:  # the episode's last (shorter) n-step items
-                self._write(self._fold())
-                self._window.popleft()
-        elif len(self._window) == self.n_step:
-            self._write(self._fold())
-            self._window.popleft()
+        self._add(0, transition)
 
-    def _fold(self) -> Transition:
-        if len(self._window) == 1:  # n_step_fold of one step, without its array work
-            step = self._window[0]
+    def add_batch(self, transitions: Transition, env_ids: Sequence[int] | None = None) -> None:
+        """Add one step of ``N`` environments side by side (every field has a leading ``[N]`` axis).
+
+        Each environment keeps its own n-step window, named by ``env_ids`` (default ``0 .. N-1``; give
+        them when batches come from different groups of environments); ``last_t[i]`` ends its episode.
+        """
+        self._check()
+        if self.n_step == 1:  # nothing to wait for: fold the whole batch at once
+            folded = transitions._replace(
+                discount_t=np.float32(self.gamma) * np.asarray(transitions.discount_t, np.float32)
+            )
+            self._stage(self._pack_batch(folded))
+            return
+        ids = range(len(transitions.last_t)) if env_ids is None else env_ids
+        for i, env in enumerate(ids):
+            self._add(env, Transition(*(field[i] for field in transitions)))
+
+    def _add(self, env: int, transition: Transition) -> None:
+        window = self._windows[env]
+        window.append(transition)
+        if bool(transition.last_t):
+            while window:  # the episode's last (shorter) n-step transitions
+                self._stage(self._pack(self._fold(window)))
+                window.popleft()
+        elif len(window) == self.n_step:
+            self._stage(self._pack(self._fold(window)))
+            window.popleft()
+
+    def _fold(self, window) -> Transition:
+        if len(window) == 1:  # n_step_fold of one step, without its array work
+            step = window[0]
             return step._replace(discount_t=np.float32(self.gamma) * np.float32(step.discount_t))
-        return n_step_fold(list(self._window), self.gamma)
+        return n_step_fold(list(window), self.gamma)
 
     def end_episode(self) -> None:
-        """Drop the steps of an unfinished episode (its items are never written); the next step starts afresh."""
-        self._window.clear()
+        """Drop the steps of unfinished episodes (they are never written); the next steps start afresh."""
+        self._windows.clear()
 
-    def _write(self, item: Transition) -> None:
+    def _pack(self, item: Transition) -> np.ndarray:
         if self.codec is None:
             self.codec = ItemCodec(Transition(*(np.asarray(x) for x in item)))
-        packed = self.codec.pack(item)
+        return self.codec.pack(item)[None]
+
+    def _pack_batch(self, items: Transition) -> np.ndarray:
+        if self.codec is None:
+            self.codec = ItemCodec(Transition(*(np.asarray(x)[0] for x in items)))
+        return self.codec.pack_batch(items)
+
+    def _stage(self, rows: np.ndarray) -> None:
+        """Write ``rows [m, size]`` of transitions, ``transitions_per_item`` to an item."""
+        per_item = self.transitions_per_item
+        if per_item == 1:
+            for row in rows:
+                self._write(row)
+            return
+        if self._staged is None:
+            self._staged = np.empty((per_item, rows.shape[1]), np.uint8)
+        done = 0
+        while done < len(rows):
+            take = min(per_item - self._num_staged, len(rows) - done)
+            self._staged[self._num_staged:self._num_staged + take] = rows[done:done + take]
+            self._num_staged += take
+            done += take
+            if self._num_staged == per_item:
+                self._write(self._staged.reshape(-1))
+                self._num_staged = 0
+
+    def _write(self, packed: np.ndarray) -> None:
         try:
             self._writer.append(packed)
             self._writer.create_item(self.table, priority=1.0, trajectory=self._writer.history[-1])
         except Exception as error:  # noqa: BLE001
             self._fail(error, "writing")
         self.items_written += 1
+        self.transitions_written += self.transitions_per_item
         self._since_flush += 1
         if self._since_flush >= self.flush_every:
             self._flush(self.flush_every)
@@ -318,29 +411,39 @@ class Sampler:
       batch_size: items per ``sample()``.
       example: one unbatched ``Transition`` (the table's item structure and dtypes).
       timeout_s: how long ``sample()`` (and ``update_priorities``) may wait before raising.
-      max_in_flight: samples prefetched (default ``2 * batch_size``); they count as sampled for the
+      max_in_flight: items prefetched (default two batches' worth); they count as sampled for the
         rate limiter.
+      transitions_per_item: transitions in each item (the table's ``transitions_per_item``, K): a batch
+        is ``batch_size / K`` items, and ``sample``'s keys and probabilities are per item.
     """
 
     def __init__(
         self, client: reverb.Client | str, table: str, batch_size: int, example: Transition,
-        timeout_s: float = 10.0, max_in_flight: int | None = None,
+        timeout_s: float = 10.0, max_in_flight: int | None = None, transitions_per_item: int = 1,
     ):
+        if transitions_per_item < 1 or batch_size % transitions_per_item:
+            raise ValueError(
+                f"Sampler: transitions_per_item={transitions_per_item} must divide batch_size={batch_size} "
+                "(and be >= 1)"
+            )
         self.client = reverb.Client(client) if isinstance(client, str) else client
         self.table, self.batch_size, self.timeout_s = table, batch_size, timeout_s
-        self.max_in_flight = max_in_flight or 2 * batch_size
+        self.transitions_per_item = transitions_per_item
+        self.items_per_batch = batch_size // transitions_per_item
+        self.max_in_flight = max_in_flight or 2 * self.items_per_batch
         self.codec = ItemCodec(example)
         self._sampler = None
-        self.samples = 0  # items returned so far
+        self.samples = 0  # transitions returned so far
 
     def _fetch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._sampler is None:
             self._sampler, self._num_info = _new_sampler(self.client, self.table, self.max_in_flight)
         next_sample, data = self._sampler.GetNextTrajectory, self._num_info
-        keys = np.empty(self.batch_size, np.uint64)
-        probabilities = np.empty(self.batch_size, np.float64)
-        rows = np.empty((self.batch_size, self.codec.size), np.uint8)
-        for i in range(self.batch_size):
+        items = self.items_per_batch
+        keys = np.empty(items, np.uint64)
+        probabilities = np.empty(items, np.float64)
+        rows = np.empty((items, self.transitions_per_item * self.codec.size), np.uint8)
+        for i in range(items):
             sample = next_sample()
             keys[i], probabilities[i], rows[i] = sample[0], sample[1], sample[data]
         return keys, probabilities, rows
@@ -365,7 +468,8 @@ class Sampler:
         return result["value"]
 
     def sample(self, timeout_s: float | None = None) -> tuple[np.ndarray, np.ndarray, Transition]:
-        """``(keys [B] uint64, probabilities [B] float64, Transition batch [B, ...])``.
+        """``(keys [I] uint64, probabilities [I] float64, Transition batch [B, ...])``, ``I`` items of
+        ``B / I`` transitions each (``I == B`` with one transition per item).
 
         Raises ``ReplayNotReady`` when the server answers but the table yields no batch within the
         timeout (its rate limiter: fewer than ``min_size`` items), ``ReplayUnavailable`` when the

@@ -143,6 +143,14 @@ def train_command(args: argparse.Namespace) -> int:
             f"--backend reverb runs off-policy agents (replay of transitions); agent {args.agent} learns from "
             f"{spec.kind}s: train it with --backend device"
         )
+    host_envs, per_item = getattr(args, "host_envs", 1), getattr(args, "transitions_per_item", 1)
+    if host_envs < 1 or spec.steps_per_update % host_envs:
+        raise ValueError(
+            f"--host-envs={host_envs} must be >= 1 and divide num_envs * num_steps = {spec.steps_per_update} "
+            "(the environment steps between learner iterations)"
+        )
+    if per_item < 1 or spec.batch_size % per_item:
+        raise ValueError(f"--transitions-per-item={per_item} must be >= 1 and divide batch_size={spec.batch_size}")
     try:
         env = make_host(args.env, seed=args.first_seed)
     except ValueError as error:
@@ -174,7 +182,7 @@ def train_command(args: argparse.Namespace) -> int:
     identity = {
         "agent": args.agent, "env": args.env, "config": cfg.to_dict(config), "seeds": seeds,
         "total_steps": plan.total_steps, "num_chunks": plan.num_chunks, "eval_episodes": args.eval_episodes,
-        "backend": "reverb",
+        "backend": "reverb", "host_envs": host_envs, "transitions_per_item": per_item,
     }
     checkpointer = Checkpointer(
         run_dir, identity, every_steps=args.checkpoint_every_steps,
@@ -285,9 +293,12 @@ def _train_seeds(
             shutil.rmtree(replay_dir, ignore_errors=True)
             run.update(seed_index=seed_index, seed_chunks=0, seed_seconds=0.0, counters=None, replay_checkpoint=None)
         replay_dir.mkdir(parents=True, exist_ok=True)
+        settings = reverb_experiment.HostSettings(
+            num_envs=getattr(args, "host_envs", 1), transitions_per_item=getattr(args, "transitions_per_item", 1)
+        )
         experiment = reverb_experiment.HostExperiment(
             agent_module, config, args.env, seed=seed, total_steps=plan.total_steps,
-            replay_checkpoint_dir=str(replay_dir),
+            replay_checkpoint_dir=str(replay_dir), settings=settings,
         )
         try:
             if resuming:

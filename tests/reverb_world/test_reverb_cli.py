@@ -97,6 +97,9 @@ def test_backend_reverb_validates_before_starting(tmp_path, capsys, reverb_modul
         (["--agent", "dqn", "--env", "gym:CartPol-v1"], "Did you mean CartPole-v1"),
         (["--agent", "dqn", "--env", "gym:Pendulum-v1"], "discrete action space"),
         (["--agent", "dqn", "--env", "gym:CartPole-v1", "--set", "learning_starts=5000"], "before learning starts"),
+        (["--agent", "dqn", "--env", "gym:CartPole-v1", "--host-envs", "3"], "--host-envs=3 must be >= 1 and divide"),
+        (["--agent", "dqn", "--env", "gym:CartPole-v1", "--transitions-per-item", "5"],
+         "--transitions-per-item=5 must be >= 1 and divide batch_size=64"),
     ]
     for args, message in cases:
         start = time.perf_counter()

@@ -29,6 +29,22 @@ def test_dqn_through_reverb_solves_gym_cartpole(reverb_module):
     assert result["final_return"] >= 450, (result["final_returns"], result["evaluations"])
 
 
+def test_dqn_learns_with_a_batched_actor_and_packed_items(reverb_module):
+    from rlkit import presets
+    from rlkit.agents import dqn
+    from rlkit.loops.reverb_experiment import HostSettings, train_with_reverb
+
+    # The fast host path: 16 gymnasium CartPoles stepped in two groups of 8, one jitted act call per
+    # group step, 8 transitions to a Reverb item (a batch of 64 is 8 items). Same preset and budget.
+    config = presets.config_for("dqn", "gym:CartPole-v1")
+    result = train_with_reverb(
+        dqn, config, "gym:CartPole-v1", total_steps=100_000, seed=0, eval_every=5_000, eval_episodes=5,
+        stop_at_return=495, final_eval_episodes=20, settings=HostSettings(num_envs=16, transitions_per_item=8),
+    )
+    assert result["env_steps"] <= 100_000
+    assert result["final_return"] >= 450, (result["final_returns"], result["evaluations"])
+
+
 def test_one_dqn_agent_learns_in_the_device_loop_and_through_reverb(reverb_module):
     import numpy as np
 

@@ -146,6 +146,70 @@ def test_actor_writes_truncations_terminations_and_n_step_items(rr, reverb_modul
         server.stop()
 
 
+@pytest.mark.parametrize("n_step", [1, 3])
+def test_add_batch_writes_each_environments_n_step_transitions_k_to_an_item(rr, reverb_module, n_step):
+    reverb = reverb_module
+    num_envs, per_item, num_steps = 3, 4, 12
+    spec = ExperienceSpec(kind="transitions", num_envs=num_envs, rollout_length=1, batch_size=8,
+                          buffer_size=1000, min_size=1, n_step=n_step, gamma=GAMMA)
+    example = example_transition()
+    tables = rr.make_tables(spec, example, samples_per_insert=1.0, error_buffer=1e4, transitions_per_item=per_item)
+    server = reverb.Server(tables, port=None)
+    try:
+        client = reverb.Client(f"127.0.0.1:{server.port}")
+        writer = rr.TransitionWriter(client, spec, flush_every=2, example=example, transitions_per_item=per_item)
+        rng = np.random.default_rng(0)
+        streams = [[] for _ in range(num_envs)]
+        for t in range(num_steps):
+            # Episodes end at different steps in each environment (env 0 terminates, the others truncate);
+            # every episode ends at the last step, so every transition is complete.
+            last = np.array([t % 5 == 4, t % 7 == 6, False]) | (t == num_steps - 1)
+            terminated = last & (np.arange(num_envs) == 0)
+            batch = Transition(
+                obs_tm1=rng.normal(size=(num_envs, 4)).astype(np.float32),
+                action_tm1=(np.arange(num_envs) + 10 * t).astype(np.int32),
+                reward_t=rng.normal(size=num_envs).astype(np.float32),
+                discount_t=np.where(terminated, 0.0, 1.0).astype(np.float32),
+                obs_t=rng.normal(size=(num_envs, 4)).astype(np.float32),
+                last_t=last,
+            )
+            writer.add_batch(batch)
+            for i in range(num_envs):
+                streams[i].append(Transition(*(np.asarray(field)[i] for field in batch)))
+        writer.flush()
+        assert writer.transitions_written == num_envs * num_steps
+        assert writer.items_written == num_envs * num_steps // per_item
+        assert client.server_info(timeout=5)["replay"].current_size == writer.items_written
+
+        sampler = rr.Sampler(client, "replay", 8, example, timeout_s=10, transitions_per_item=per_item)
+        items = {}
+        for _ in range(200):
+            keys, probabilities, batch = sampler.sample()
+            assert keys.shape == (2,) and probabilities.shape == (2,) and batch.obs_tm1.shape == (8, 4)
+            for j, key in enumerate(keys):
+                rows = slice(j * per_item, (j + 1) * per_item)
+                items[int(key)] = [Transition(*(np.asarray(f)[k] for f in batch)) for k in range(rows.start, rows.stop)]
+            if len(items) == writer.items_written:
+                break
+        got = sorted((tr for item in items.values() for tr in item), key=sort_key)
+        expected = sorted((tr for stream in streams for tr in device_fold(stream, n_step, GAMMA)), key=sort_key)
+        assert len(got) == len(expected) == num_envs * num_steps
+        for g, e in zip(got, expected):
+            for field, a, b in zip(Transition._fields, g, e):
+                np.testing.assert_allclose(a, b, rtol=1e-6, err_msg=field)
+        writer.close()
+    finally:
+        server.stop()
+
+
+def test_transitions_per_item_must_divide_the_batch(rr):
+    spec = ExperienceSpec(kind="transitions", num_envs=1, rollout_length=1, batch_size=8, buffer_size=100)
+    with pytest.raises(ValueError, match="transitions_per_item=3 must divide batch_size=8"):
+        rr.make_tables(spec, example_transition(), transitions_per_item=3)
+    with pytest.raises(ValueError, match="transitions_per_item=3 must divide batch_size=8"):
+        rr.Sampler("127.0.0.1:1", "replay", 8, example_transition(), transitions_per_item=3)
+
+
 SERVER_SCRIPT = """
 import sys, time
 import rlax  # before reverb
