@@ -71,7 +71,8 @@ class ActorCritic(nn.Module):
     @nn.compact
     def __call__(self, obs):
         def dense(features, scale=np.sqrt(2)):
-            return nn.Dense(features, kernel_init=nn.initializers.orthogonal(scale))
+            # rlkit's orthogonal init draws what flax's does, and is safe to vmap over seeds on a CPU
+            return nn.Dense(features, kernel_init=rlkit.networks.orthogonal(scale))
 
         actor = nn.tanh(dense(self.hidden_size)(nn.tanh(dense(self.hidden_size)(obs))))
         critic = nn.tanh(dense(self.hidden_size)(nn.tanh(dense(self.hidden_size)(obs))))

@@ -32,7 +32,8 @@ KEY_IMPL = "rbg"  # the host loop's PRNG: one act per step, and threefry's keys 
 
 
 class Actor:
-    """Acts with an agent in one host environment, one step at a time.
+    """Acts with an agent in host environments: one at a time (``select_action``, for
+    ``EnvironmentLoop``), or a batch of them in one jitted call (``select_actions``).
 
     Args:
       agent: any rlkit ``Agent``.
