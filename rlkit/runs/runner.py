@@ -104,8 +104,8 @@ class _Deferred:
 
 
 # On CPU, LLVM optimization level 1 instead of XLA's default 2: rlkit's programs spend their time
-# in matrix products and small kernels that level 2 does not make faster (measured: PPO, DQN, PQN
-# and SAC chunks ran as fast), while it cuts compile time by about a fifth. See README, Benchmarks.
+# in matrix products and small kernels that level 2 does not make faster (measured: PPO, PQN, SAC
+# and TD3 ran as fast against rejax), while it cuts compile time by about a fifth. See README, Benchmarks.
 CPU_COMPILER_OPTIONS: dict[str, Any] = {"xla_backend_optimization_level": 1}
 
 
