@@ -1,7 +1,8 @@
 """The agent interface and the experience types every part of rlkit shares.
 
-An agent is three pure functions over one pytree, in the manner of optax's
-``GradientTransformation``::
+An agent is pure functions over one pytree, in the manner of optax's
+``GradientTransformation`` (``init``, ``act``, ``update``, and ``init_carry`` for
+the recurrent state at an episode start)::
 
     agent = rlkit.agents.ppo.make(config, spec)
     state = agent.init(key)                                    # AgentState pytree
@@ -9,9 +10,11 @@ An agent is three pure functions over one pytree, in the manner of optax's
     state, metrics = agent.update(state, batch, key)           # learn from a batch
 
 ``update`` never steps an environment and never owns a buffer: it consumes a
-batch of experience (a ``Trajectory`` for on-policy agents, a ``Transition``
-batch for off-policy ones), so the same agent runs in the jitted device loop and
-in a host loop that feeds Reverb.
+batch of experience (a ``Trajectory`` for on-policy agents and for sequence
+replay, a ``Transition`` batch for off-policy ones; either wrapped in a
+``WeightedBatch`` when the replay is prioritized), so the same agent runs in the
+jitted device loop and in a host loop that feeds Reverb. Whatever ``act`` returns
+in ``extras`` is stored with the step by every store and comes back in batches.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 from typing import Any, Literal, NamedTuple, Protocol
 
 import jax
+import jax.numpy as jnp
 
 PyTree = Any
 AgentState = PyTree
@@ -75,6 +79,7 @@ class Transition(NamedTuple):
         observation, never the reset one, so truncation bootstraps correctly.
       last_t: True where the episode ended at this step (terminated or truncated);
         n-step returns never reach across it.
+      extras: what ``act`` returned for ``action_tm1`` (``ActOutput.extras``).
     """
 
     obs_tm1: jax.Array
@@ -83,10 +88,14 @@ class Transition(NamedTuple):
     discount_t: jax.Array
     obs_t: jax.Array
     last_t: jax.Array
+    extras: dict[str, Any] = {}
 
 
 class Trajectory(NamedTuple):
-    """A rollout with a leading time axis ``[T, num_envs, ...]``.
+    """Consecutive steps with a leading time axis ``[T, batch, ...]``: a rollout or sampled sequences.
+
+    Episode ends inside it are marked by ``terminated | truncated``; the step after one
+    starts a new episode (and a recurrent carry restarts there).
 
     Attributes:
       obs: observation each action was taken in.
@@ -96,7 +105,8 @@ class Trajectory(NamedTuple):
       truncated: the episode hit its time limit (bootstrap from ``next_obs``).
       next_obs: the observation that followed each action; at episode ends the
         final observation (before auto-reset).
-      extras: what ``act`` returned in ``ActOutput.extras``.
+      extras: what ``act`` returned in ``ActOutput.extras`` (a recurrent agent's
+        input carry, behaviour logits, values).
     """
 
     obs: jax.Array
@@ -108,24 +118,36 @@ class Trajectory(NamedTuple):
     extras: dict[str, jax.Array]
 
 
+Kind = Literal["rollout", "transitions", "sequences"]
+KINDS: tuple[str, ...] = ("rollout", "transitions", "sequences")
+
+
 class ExperienceSpec(NamedTuple):
     """How the loop feeds an agent's ``update``; each agent module derives it from its config.
 
     Attributes:
-      kind: "rollout" (on-policy: the fresh ``Trajectory`` goes straight to
-        ``update``) or "transitions" (off-policy: a replay buffer of
-        ``Transition`` and sampled batches).
+      kind: "rollout" (on-policy: the fresh ``Trajectory [rollout_length, num_envs]``
+        goes straight to ``update``), "transitions" (a replay of ``Transition`` and
+        sampled batches ``[batch_size]``) or "sequences" (a replay of steps sampled as
+        ``Trajectory [sequence_length, batch_size]``, starts ``sequence_period`` apart).
       num_envs: environments stepped in parallel.
       rollout_length: environment steps per env between updates.
-      batch_size: transitions per update batch (off-policy).
-      buffer_size: replay capacity in transitions (off-policy).
-      min_size: transitions collected before the first update (off-policy).
+      batch_size: transitions or sequences per update batch (replay kinds).
+      buffer_size: replay capacity in steps (replay kinds).
+      min_size: steps collected before the first update (replay kinds).
       updates_per_rollout: updates after each rollout (the replay ratio).
-      n_step: length of the n-step return the replay assembles.
+      n_step: length of the n-step return the transition replay assembles.
       gamma: discount used to fold n-step returns.
+      sequence_length: steps per sampled sequence ("sequences").
+      sequence_period: steps between the starts of two sequences ("sequences").
+      prioritized: sample proportionally to priorities (Schaul et al., 2016); the
+        batch arrives as ``WeightedBatch`` and ``update`` may return
+        ``metrics["priorities"] [batch_size]``, which the loop writes back.
+      priority_exponent: alpha: items are drawn with probability ``p**alpha / sum``.
+      importance_exponent: beta: importance weights ``(min P / P) ** beta`` in a batch.
     """
 
-    kind: Literal["rollout", "transitions"]
+    kind: Kind
     num_envs: int
     rollout_length: int
     batch_size: int = 0
@@ -134,11 +156,42 @@ class ExperienceSpec(NamedTuple):
     updates_per_rollout: int = 1
     n_step: int = 1
     gamma: float = 0.99
+    sequence_length: int = 0
+    sequence_period: int = 0
+    prioritized: bool = False
+    priority_exponent: float = 0.6
+    importance_exponent: float = 0.4
 
     @property
     def steps_per_update(self) -> int:
         """Environment steps (all envs) consumed per loop iteration."""
         return self.num_envs * self.rollout_length
+
+
+class WeightedBatch(NamedTuple):
+    """A batch from a prioritized replay: the experience and one importance weight per item.
+
+    Attributes:
+      experience: a ``Transition [B]`` or a ``Trajectory [L, B]``.
+      importance_weights: ``[B]``, at most 1, correcting the bias of prioritized sampling.
+    """
+
+    experience: Any
+    importance_weights: jax.Array
+
+
+def split_weights(batch: Any) -> tuple[Any, jax.Array | None]:
+    """``(experience, importance_weights)`` of a sampled batch; the weights are None for uniform replay."""
+    if isinstance(batch, WeightedBatch):
+        return batch.experience, batch.importance_weights
+    return batch, None
+
+
+def weighted_mean(values: jax.Array, weights: jax.Array | None) -> jax.Array:
+    """``mean(weights * values)`` over the batch axis (the plain mean when ``weights`` is None)."""
+    if weights is None:
+        return jnp.mean(values)
+    return jnp.mean(weights.reshape(weights.shape + (1,) * (values.ndim - 1)) * values)
 
 
 class InitFn(Protocol):
@@ -173,7 +226,7 @@ def no_carry(batch_size: int) -> Carry:
 
 
 class Agent(NamedTuple):
-    """An agent: pure functions over one ``AgentState`` pytree.
+    """An agent: four pure functions over one ``AgentState`` pytree.
 
     Attributes:
       init: ``(key) -> state``.

@@ -4,6 +4,10 @@
 training loop needs: flat float32 observations, episode statistics, and the
 final observation of an episode kept apart from the auto-reset one, so a
 time-limit truncation can bootstrap from it while a termination does not.
+
+``observe`` makes an environment partially observable: ``make("CartPole-v1",
+observe=(0, 2))`` shows cart position and pole angle and hides both velocities,
+a memory task for recurrent agents.
 """
 
 from __future__ import annotations
@@ -49,21 +53,36 @@ class EnvStep(NamedTuple):
     episode_length: jax.Array
 
 
-def _flatten(obs: jax.Array) -> jax.Array:
-    return jnp.reshape(obs, (-1,)).astype(jnp.float32)
+def _check_observe(observe: Any, size: int, env_id: str) -> tuple[int, ...]:
+    indices = tuple(int(i) for i in observe)
+    if not indices or any(not 0 <= i < size for i in indices) or len(set(indices)) != len(indices):
+        raise ValueError(
+            f"observe: {tuple(observe)} must be distinct indices in [0, {size}) of {env_id}'s {size} "
+            f"observation components"
+        )
+    return indices
 
 
 class DeviceEnv:
     """A single gymnax environment with flat observations and episode statistics.
 
     Vectorize with ``jax.vmap`` over keys, states and actions (params shared).
+    ``observe``: indices of the flat observation to keep (None: all of it).
     """
 
-    def __init__(self, env: Any, params: Any, env_id: str | None = None):
+    def __init__(self, env: Any, params: Any, env_id: str | None = None, observe: tuple[int, ...] | None = None):
         self.env = env
         self.default_params = params
         self.env_id = env_id or type(env).__name__
-        self.spec = _spec_from_gymnax(env, params)
+        spec = _spec_from_gymnax(env, params)
+        self.observe = None if observe is None else _check_observe(observe, spec.observation_shape[0], self.env_id)
+        if self.observe is not None:
+            spec = spec._replace(observation_shape=(len(self.observe),))
+        self.spec = spec
+
+    def _flatten(self, obs: jax.Array) -> jax.Array:
+        flat = jnp.reshape(obs, (-1,)).astype(jnp.float32)
+        return flat if self.observe is None else flat[jnp.asarray(self.observe)]
 
     @property
     def max_episode_steps(self) -> int:
@@ -73,7 +92,7 @@ class DeviceEnv:
         params = self.default_params if params is None else params
         obs, env_state = self.env.reset(key, params)
         zero = jnp.zeros((), jnp.float32)
-        return _flatten(obs), EpisodeState(env_state, zero, jnp.zeros((), jnp.int32))
+        return self._flatten(obs), EpisodeState(env_state, zero, jnp.zeros((), jnp.int32))
 
     def step(
         self, key: jax.Array, state: EpisodeState, action: jax.Array, params: Any = None
@@ -89,11 +108,11 @@ class DeviceEnv:
         episode_return = state.episode_return + reward
         episode_length = state.episode_length + 1
         step = EnvStep(
-            obs=_flatten(obs),
+            obs=self._flatten(obs),
             reward=reward,
             terminated=terminated,
             truncated=truncated,
-            next_obs=_flatten(info["final_observation"]),
+            next_obs=self._flatten(info["final_observation"]),
             episode_return=jnp.where(done, episode_return, 0.0),
             episode_length=jnp.where(done, episode_length, 0),
         )
@@ -118,7 +137,7 @@ class DeviceEnv:
         terminated = jnp.asarray(terminated, bool)
         truncated = jnp.logical_and(jnp.asarray(self.env.is_truncated(env_state, params), bool), ~terminated)
         new_state = EpisodeState(env_state, state.episode_return, state.episode_length)
-        return new_state, _flatten(obs), jnp.asarray(reward, jnp.float32), terminated, truncated
+        return new_state, self._flatten(obs), jnp.asarray(reward, jnp.float32), terminated, truncated
 
 
 def _spec_from_gymnax(env: Any, params: Any) -> EnvSpec:
@@ -144,8 +163,10 @@ def env_ids() -> list[str]:
     return list(gymnax.registered_envs)
 
 
-def make(env_id: str, **env_kwargs: Any) -> DeviceEnv:
+def make(env_id: str, observe: tuple[int, ...] | None = None, **env_kwargs: Any) -> DeviceEnv:
     """Make a device environment from a gymnax id (classic control, bsuite, MinAtar, misc).
+
+    ``observe`` keeps only those components of the flat observation (partial observability).
 
     Raises:
       ValueError: for an unknown id, naming the closest known ids.
@@ -161,7 +182,7 @@ def make(env_id: str, **env_kwargs: Any) -> DeviceEnv:
             f"Known ids: {', '.join(known)}."
         )
     env, params = gymnax.make(env_id, **env_kwargs)
-    return DeviceEnv(env, params, env_id)
+    return DeviceEnv(env, params, env_id, observe)
 
 
 def wrap(env: Any, params: Any = None, env_id: str | None = None) -> DeviceEnv:

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from rlkit import config as cfg
 from rlkit.envs.device import DeviceEnv, EpisodeState
 from rlkit.replay import device as device_replay
-from rlkit.types import Agent, AgentFactory, AgentState, ExperienceSpec, Trajectory, Transition
+from rlkit.types import Agent, AgentFactory, AgentState, EnvSpec, ExperienceSpec, Trajectory
 
 HParams = Mapping[str, jax.Array]
 
@@ -193,16 +193,34 @@ class Trainer(NamedTuple):
     experience: ExperienceSpec
 
 
+def example_step(agent: Agent, agent_state: AgentState, spec: EnvSpec) -> Trajectory:
+    """One unbatched step of zeros with the shapes and dtypes a rollout stores (extras included)."""
+    obs = jnp.zeros(spec.observation_shape, jnp.float32)
+    out = jax.eval_shape(lambda: agent.act(agent_state, obs[None], agent.init_carry(1), jax.random.key(0)))
+    zeros = lambda s: jnp.zeros(s.shape[1:], s.dtype)  # noqa: E731  (drop the batch axis of one)
+    return Trajectory(
+        obs, zeros(out.action), jnp.zeros(()), jnp.zeros((), bool), jnp.zeros((), bool), obs,
+        jax.tree.map(zeros, out.extras),
+    )
+
+
 def make_trainer(agent_module: AgentFactory, config: Any, env: DeviceEnv, run: RunConfig) -> Trainer:
     """Wire an agent module (anything with ``make``/``experience``), its config and an environment.
 
-    Everything is validated here, before anything compiles.
+    Everything is validated here, before anything compiles. The feeder comes from
+    ``rlkit.replay.FEEDERS`` by the experience kind.
     """
     experience = agent_module.experience(config)
+    device_replay.check_spec(experience)
     plan = plan_chunks(run.total_steps, experience.steps_per_update, run.num_chunks)
     # Building the agent once checks that it fits the environment (e.g. action space).
-    agent_module.make(config, env.spec, plan.total_steps)
-    if experience.kind == "transitions" and experience.min_size >= plan.total_steps:
+    agent = agent_module.make(config, env.spec, plan.total_steps)
+    if experience.kind == "transitions" and jax.tree.leaves(agent.init_carry(1)):
+        raise ValueError(
+            "experience kind: this agent is recurrent (init_carry returns a state) but asks for 'transitions', "
+            "which keep no sequences to unroll it on; use 'sequences' or 'rollout'"
+        )
+    if experience.kind != "rollout" and experience.min_size >= plan.total_steps:
         raise ValueError(
             f"steps={run.total_steps} ends before learning starts "
             f"(learning_starts/batch_size need {experience.min_size} transitions)"
@@ -221,16 +239,8 @@ def make_trainer(agent_module: AgentFactory, config: Any, env: DeviceEnv, run: R
         spec = agent_module.experience(run_config)
         return agent, spec
 
-    def make_replay(agent: Agent, spec: ExperienceSpec, agent_state: AgentState):
-        obs = jnp.zeros(env.spec.observation_shape, jnp.float32)
-        action = jax.eval_shape(
-            lambda: agent.act(agent_state, obs[None], agent.init_carry(1), jax.random.key(0)).action
-        )
-        example = Transition(
-            obs, jnp.zeros(action.shape[1:], action.dtype), jnp.zeros(()), jnp.zeros(()), obs,
-            jnp.zeros((), bool),
-        )
-        return device_replay.make(spec, example)
+    def make_feeder(agent: Agent, spec: ExperienceSpec, agent_state: AgentState) -> device_replay.Feeder:
+        return device_replay.make(spec, example_step(agent, agent_state, env.spec))
 
     def init(key, hparams: HParams = {}) -> TrainCarry:
         agent, spec = build(hparams)
@@ -238,8 +248,28 @@ def make_trainer(agent_module: AgentFactory, config: Any, env: DeviceEnv, run: R
         agent_state = agent.init(agent_key)
         obs, env_state = jax.vmap(env.reset)(jax.random.split(env_key, spec.num_envs))
         actor = ActorState(env_state, obs, agent.init_carry(spec.num_envs))
-        replay_state = make_replay(agent, spec, agent_state).init() if spec.kind == "transitions" else ()
+        replay_state = make_feeder(agent, spec, agent_state).init()
         return TrainCarry(agent_state, actor, replay_state, key, jnp.zeros((), jnp.int32))
+
+    def learn(agent: Agent, spec: ExperienceSpec, feeder, agent_state, replay_state, fresh: Trajectory, key):
+        """``updates_per_rollout`` updates on batches from ``feeder``; priorities written back."""
+
+        def one_update(state, k):
+            agent_state, replay_state = state
+            sample_key, update_key = jax.random.split(k)
+            batch, indices = feeder.sample(replay_state, fresh, sample_key)
+            agent_state, metrics = agent.update(agent_state, batch, update_key)
+            priorities = metrics.pop("priorities", None)
+            if priorities is not None:
+                replay_state = feeder.set_priorities(replay_state, indices, priorities)
+            return (agent_state, replay_state), metrics
+
+        if spec.updates_per_rollout == 1:
+            (agent_state, replay_state), metrics = one_update((agent_state, replay_state), key)
+            return agent_state, replay_state, metrics
+        keys = jax.random.split(key, spec.updates_per_rollout)
+        (agent_state, replay_state), metrics = jax.lax.scan(one_update, (agent_state, replay_state), keys)
+        return agent_state, replay_state, jax.tree.map(jnp.mean, metrics)
 
     def update_step(agent: Agent, spec: ExperienceSpec, carry: TrainCarry):
         key, rollout_key, learn_key = jax.random.split(carry.key, 3)
@@ -247,28 +277,19 @@ def make_trainer(agent_module: AgentFactory, config: Any, env: DeviceEnv, run: R
             env, agent, carry.agent_state, carry.actor, rollout_key, spec.rollout_length
         )
         env_steps = carry.env_steps + spec.steps_per_update
-        if spec.kind == "rollout":
-            agent_state, metrics = agent.update(carry.agent_state, trajectory, learn_key)
-            replay_state, learned = carry.replay_state, jnp.ones(())
+        feeder = make_feeder(agent, spec, carry.agent_state)
+        replay_state = feeder.add(carry.replay_state, trajectory)
+        step = lambda a, r: learn(agent, spec, feeder, a, r, trajectory, learn_key)  # noqa: E731
+        if not feeder.stores:  # on-policy: every rollout is learned from
+            agent_state, replay_state, metrics = step(carry.agent_state, replay_state)
+            learned = jnp.ones(())
         else:
-            replay = make_replay(agent, spec, carry.agent_state)
-            replay_state = replay.add(carry.replay_state, trajectory)
+            def wait(agent_state, replay_state):
+                shapes = jax.eval_shape(step, agent_state, replay_state)[2]
+                return agent_state, replay_state, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
-            def learn(agent_state):
-                def one_update(agent_state, k):
-                    sample_key, update_key = jax.random.split(k)
-                    return agent.update(agent_state, replay.sample(replay_state, sample_key), update_key)
-
-                keys = jax.random.split(learn_key, spec.updates_per_rollout)
-                agent_state, metrics = jax.lax.scan(one_update, agent_state, keys)
-                return agent_state, jax.tree.map(jnp.mean, metrics)
-
-            def wait(agent_state):
-                shapes = jax.eval_shape(learn, agent_state)[1]
-                return agent_state, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-            ready = (env_steps >= spec.min_size) & replay.can_sample(replay_state)
-            agent_state, metrics = jax.lax.cond(ready, learn, wait, carry.agent_state)
+            ready = (env_steps >= spec.min_size) & feeder.can_sample(replay_state)
+            agent_state, replay_state, metrics = jax.lax.cond(ready, step, wait, carry.agent_state, replay_state)
             learned = ready.astype(jnp.float32)
         new_carry = TrainCarry(agent_state, actor, replay_state, key, env_steps)
         return new_carry, (metrics, learned, episodes)

@@ -121,7 +121,8 @@ class Actor:
 
         ``discount_t`` is the environment's discount (0 at termination, 1 at a
         truncation); ``obs_t`` is the observation of ``next_timestep``, the final
-        one at the end of an episode.
+        one at the end of an episode; ``extras`` what ``act`` returned with the action
+        (``select_action``'s last call).
         """
         if self._observation is None:
             raise RuntimeError("Actor.observe before observe_first: start each episode with observe_first")
@@ -133,6 +134,7 @@ class Actor:
             discount_t=np.asarray(next_timestep.discount, np.float32).reshape(()),
             obs_t=obs_t,
             last_t=np.asarray(next_timestep.last()),
+            extras=self.last_extras,
         )
         self._observation = obs_t
         if self.adder is not None:

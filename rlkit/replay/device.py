@@ -1,9 +1,17 @@
-"""Replay on the device: a pure ring buffer of transitions per environment (flashbax).
+"""Experience on the device: one ``Feeder`` per experience kind, pure functions over a state in the run state.
 
-``make(spec, example)`` returns ``DeviceReplay(init, add, sample, can_sample)``,
-pure functions over a buffer-state pytree that lives in the training carry.
-``sample`` returns ``Transition`` batches; with ``spec.n_step > 1`` each is an
-n-step transition folded by ``n_step_transition``.
+``make(spec, example)`` looks ``spec.kind`` up in ``FEEDERS`` and returns
+``Feeder(init, add, sample, set_priorities, can_sample)``:
+
+- "rollout": nothing is stored; ``sample`` hands the fresh rollout back.
+- "transitions": a ring buffer of steps per environment (flashbax); ``sample`` folds
+  ``n_step`` consecutive steps into one ``Transition`` (``n_step_transition``).
+- "sequences": the same ring buffer; ``sample`` returns ``sequence_length`` consecutive
+  steps, time-major, as a ``Trajectory [L, B]`` (starts ``sequence_period`` apart).
+
+Both replays store every field of the rollout, ``extras`` included, and are uniform or
+prioritized (``spec.prioritized``: flashbax's sum tree, proportional to
+``priority ** priority_exponent``; batches then come as ``WeightedBatch``).
 """
 
 from __future__ import annotations
@@ -14,18 +22,32 @@ import flashbax
 import jax
 import jax.numpy as jnp
 
-from rlkit.types import ExperienceSpec, Trajectory, Transition
+from rlkit.types import ExperienceSpec, Trajectory, Transition, WeightedBatch
 
 
-class DeviceReplay(NamedTuple):
-    init: Callable[[], Any]                          # () -> buffer state
-    add: Callable[[Any, Trajectory], Any]            # (state, rollout [T, N]) -> state
-    sample: Callable[[Any, jax.Array], Transition]   # (state, key) -> batch [B]
-    can_sample: Callable[[Any], jax.Array]           # (state) -> bool
+class Feeder(NamedTuple):
+    """How the loop feeds ``update`` for one experience kind.
+
+    Attributes:
+      init: ``() -> state``, the empty store (``()`` for "rollout").
+      add: ``(state, rollout [T, N]) -> state``.
+      sample: ``(state, rollout, key) -> (batch, indices)``; ``batch`` is what ``update`` takes,
+        ``indices`` name the sampled items for ``set_priorities`` (``()`` when not prioritized).
+      set_priorities: ``(state, indices, priorities [B]) -> state``.
+      can_sample: ``(state) -> bool``.
+      stores: False for "rollout", whose batch is always the fresh rollout.
+    """
+
+    init: Callable[[], Any]
+    add: Callable[[Any, Trajectory], Any]
+    sample: Callable[[Any, Trajectory, jax.Array], tuple[Any, Any]]
+    set_priorities: Callable[[Any, Any, jax.Array], Any]
+    can_sample: Callable[[Any], jax.Array]
+    stores: bool = True
 
 
 def transitions(rollout: Trajectory) -> Transition:
-    """A rollout ``[T, N]`` as transitions ``[T, N]``: discount 0 only at termination."""
+    """Steps ``[T, N]`` as transitions ``[T, N]``: discount 0 only at termination."""
     return Transition(
         obs_tm1=rollout.obs,
         action_tm1=rollout.action,
@@ -33,6 +55,7 @@ def transitions(rollout: Trajectory) -> Transition:
         discount_t=1.0 - rollout.terminated.astype(jnp.float32),
         obs_t=rollout.next_obs,
         last_t=rollout.terminated | rollout.truncated,
+        extras=rollout.extras,
     )
 
 
@@ -44,6 +67,7 @@ def n_step_transition(sequence: Transition, gamma: float) -> Transition:
     ``obs_t`` and ``discount_t`` becomes ``gamma**m * discount`` there, ``m``
     being the number of steps folded (Sutton & Barto, 2018, section 7.1).
     With ``n == 1`` this is the transition itself with ``gamma`` folded in.
+    ``extras`` are the first step's (those of ``action_tm1``).
     """
     n = sequence.reward_t.shape[0]
     ended = sequence.last_t.astype(jnp.float32)
@@ -59,35 +83,108 @@ def n_step_transition(sequence: Transition, gamma: float) -> Transition:
         discount_t=gamma ** (last + 1).astype(jnp.float32) * sequence.discount_t[last],
         obs_t=sequence.obs_t[last],
         last_t=sequence.last_t[last],
+        extras=jax.tree.map(lambda x: x[0], sequence.extras),
     )
 
 
-def make(spec: ExperienceSpec, example: Transition) -> DeviceReplay:
-    """A uniform replay of ``spec.buffer_size`` transitions, ``spec.num_envs`` rows.
+def importance_weights(probabilities: jax.Array, exponent: float) -> jax.Array:
+    """``(min P / P) ** exponent``: Schaul et al.'s ``(N P) ** -beta`` normalised by the batch's largest weight."""
+    return (jnp.min(probabilities) / probabilities) ** exponent
 
-    ``example`` is one unbatched transition (shapes and dtypes of a single step).
+
+def check_spec(spec: ExperienceSpec) -> None:
+    """Raise a one-line ValueError for replay sizes that cannot work, before anything compiles."""
+    if spec.kind not in FEEDERS:
+        raise ValueError(f"experience kind: {spec.kind!r} is not one of {list(FEEDERS)}")
+    if spec.kind == "rollout":
+        return
+    steps_per_env = spec.buffer_size // spec.num_envs
+    if spec.kind == "sequences":
+        if spec.sequence_length < 1 or spec.sequence_period < 1:
+            raise ValueError(
+                f"sequence_length and sequence_period must be >= 1 for sequences, got "
+                f"{spec.sequence_length} and {spec.sequence_period}"
+            )
+        if spec.sequence_length > steps_per_env:
+            raise ValueError(
+                f"sequence_length={spec.sequence_length} is longer than the buffer holds per environment "
+                f"(buffer_size // num_envs = {steps_per_env}); raise buffer_size or shorten the sequences"
+            )
+    if spec.prioritized and not 0 <= spec.priority_exponent <= 1:
+        raise ValueError(f"priority_exponent must lie in [0, 1], got {spec.priority_exponent}")
+
+
+def _rollout_feeder(spec: ExperienceSpec, example: Trajectory) -> Feeder:
+    del spec, example
+    return Feeder(
+        init=lambda: (),
+        add=lambda state, rollout: state,
+        sample=lambda state, rollout, key: (rollout, ()),
+        set_priorities=lambda state, indices, priorities: state,
+        can_sample=lambda state: jnp.ones((), bool),
+        stores=False,
+    )
+
+
+def _replay(spec: ExperienceSpec, example: Trajectory, length: int, period: int, unpack: Callable) -> Feeder:
+    """A flashbax buffer of steps per environment, sampled as ``length`` steps starting ``period`` apart.
+
+    ``unpack`` turns a sample ``[B, length, ...]`` into the batch ``update`` takes.
     """
     capacity = spec.buffer_size // spec.num_envs
-    buffer = flashbax.make_trajectory_buffer(
+    capacity -= capacity % period  # the prioritized buffer wants whole periods
+    arguments = dict(
         add_batch_size=spec.num_envs,
         sample_batch_size=spec.batch_size,
-        sample_sequence_length=spec.n_step,
-        period=1,
-        min_length_time_axis=max(spec.n_step, spec.min_size // spec.num_envs, 1),
+        sample_sequence_length=length,
+        period=period,
+        min_length_time_axis=max(length, spec.min_size // spec.num_envs, 1),
         max_length_time_axis=capacity,
     )
-    fold = jax.vmap(n_step_transition, in_axes=(0, None))
-
-    def init():
-        return buffer.init(example)
+    if spec.prioritized:
+        buffer = flashbax.make_prioritised_trajectory_buffer(**arguments, priority_exponent=spec.priority_exponent)
+    else:
+        buffer = flashbax.make_trajectory_buffer(**arguments)
 
     def add(state, rollout: Trajectory):
         # flashbax wants [num_envs, time, ...]; rollouts are [time, num_envs, ...].
-        batch = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), transitions(rollout))
-        return buffer.add(state, batch)
+        return buffer.add(state, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), rollout))
 
-    def sample(state, key):
-        sequences = buffer.sample(state, key).experience  # [B, n, ...]
-        return fold(sequences, spec.gamma)
+    def sample(state, rollout, key):
+        del rollout
+        drawn = buffer.sample(state, key)
+        batch = unpack(drawn.experience)
+        if not spec.prioritized:
+            return batch, ()
+        weights = importance_weights(drawn.probabilities, spec.importance_exponent)
+        return WeightedBatch(batch, weights), drawn.indices
 
-    return DeviceReplay(init, add, sample, buffer.can_sample)
+    def set_priorities(state, indices, priorities):
+        if not spec.prioritized:
+            return state
+        return buffer.set_priorities(state, indices, priorities)
+
+    return Feeder(lambda: buffer.init(example), add, sample, set_priorities, buffer.can_sample)
+
+
+def _transition_replay(spec: ExperienceSpec, example: Trajectory) -> Feeder:
+    fold = jax.vmap(n_step_transition, in_axes=(0, None))
+    return _replay(spec, example, spec.n_step, 1, lambda steps: fold(transitions(steps), spec.gamma))
+
+
+def _sequence_replay(spec: ExperienceSpec, example: Trajectory) -> Feeder:
+    time_major = lambda steps: jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), steps)  # noqa: E731
+    return _replay(spec, example, spec.sequence_length, spec.sequence_period, time_major)
+
+
+FEEDERS: dict[str, Callable[[ExperienceSpec, Trajectory], Feeder]] = {
+    "rollout": _rollout_feeder,
+    "transitions": _transition_replay,
+    "sequences": _sequence_replay,
+}
+
+
+def make(spec: ExperienceSpec, example: Trajectory) -> Feeder:
+    """The feeder for ``spec.kind``; ``example`` is one unbatched step (a ``Trajectory`` without axes)."""
+    check_spec(spec)
+    return FEEDERS[spec.kind](spec, example)
