@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from rlkit import sweep
-from rlkit.config import parse_assignment, parse_steps
+from rlkit.config import parse_assignment, parse_indices, parse_steps
 
 
 def _catalogue() -> str:
@@ -46,11 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--agent", required=True, help="agent name (see the list below)")
     train.add_argument("--env", required=True, help="environment id (see the list below)")
     train.add_argument(
+        "--observe", type=parse_indices, default=None, metavar="I,J,...",
+        help="device backend: keep only these components of the flat observation, e.g. --observe 0,2 on "
+             "CartPole-v1 shows cart position and pole angle and hides the velocities (a memory task)",
+    )
+    train.add_argument(
         "--backend", choices=("device", "reverb"), default="device",
         help="device (default): the jitted on-device loop over gymnax environments, seeds vmapped; reverb: the "
              "host loop over a dm_env environment (gym:ID, gymnax:ID, dm_control:DOMAIN-TASK) with an "
-             "in-process Reverb replay, off-policy agents only, seeds one after another; needs the Reverb "
-             "world: bash scripts/run.sh reverb python -m rlkit train ... --backend reverb",
+             "in-process Reverb replay (transitions, sequences or a queue of rollouts), seeds one after "
+             "another; needs the Reverb world: bash scripts/run.sh reverb python -m rlkit train ... --backend reverb",
     )
     train.add_argument(
         "--seeds", type=int, default=1,
@@ -120,7 +125,7 @@ def train_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     agent_module = agents.get(args.agent)
     config = cfg.override(presets.config_for(args.agent, args.env), dict(args.overrides))
-    env = envs.make(args.env)
+    env = envs.make(args.env, observe=args.observe)
     run = RunConfig(total_steps=args.steps, num_chunks=args.chunks, eval_episodes=args.eval_episodes)
     trainer = make_trainer(agent_module, config, env, run)
     plan = trainer.plan
@@ -138,6 +143,7 @@ def train_command(args: argparse.Namespace) -> int:
         shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
     identity = {
         "agent": args.agent, "env": args.env, "config": cfg.to_dict(config), "seeds": seeds,
+        **({"observe": list(args.observe)} if args.observe else {}),
         "total_steps": plan.total_steps, "num_chunks": plan.num_chunks, "eval_episodes": args.eval_episodes,
     }
     checkpointer = Checkpointer(

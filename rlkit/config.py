@@ -60,6 +60,17 @@ def continuous_bounds(spec: Any, agent: str) -> tuple[Any, Any]:
     return (high + low) / 2, np.where(high > low, (high - low) / 2, 1.0).astype(np.float32)
 
 
+def check_priorities(config: Any) -> None:
+    """Validate a replay agent's ``priority_exponent`` and ``importance_exponent`` (both in [0, 1])."""
+    check_unit_interval("priority_exponent", config.priority_exponent)
+    check_unit_interval("importance_exponent", config.importance_exponent)
+
+
+def priority_settings(config: Any) -> dict[str, Any]:
+    """The ``ExperienceSpec`` fields of a replay agent's prioritization settings."""
+    return {name: getattr(config, name) for name in ("prioritized", "priority_exponent", "importance_exponent")}
+
+
 def check_divides(name: str, divisor: int, total_name: str, total: int) -> None:
     """Raise unless ``divisor`` divides ``total`` exactly."""
     if divisor <= 0 or total % divisor:
@@ -131,6 +142,14 @@ def parse_steps(text: str) -> int:
     if not value.is_integer() or value <= 0:
         raise argparse.ArgumentTypeError(f"--steps must be a positive whole number, got {text!r}")
     return int(value)
+
+
+def parse_indices(text: str) -> tuple[int, ...]:
+    """Parse ``0,2`` as ``(0, 2)`` (an argparse ``type`` for ``--observe``)."""
+    try:
+        return tuple(int(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--observe expects indices such as 0,2, got {text!r}") from None
 
 
 def parse_assignment(text: str) -> tuple[str, str]:

@@ -201,3 +201,85 @@ class ContinuousQNetwork(nn.Module):
     def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
         h = MLP(self.hidden_sizes, self.activation)(jnp.concatenate([obs, action], axis=-1))
         return jnp.squeeze(_dense(1, 1.0)(h), -1)
+
+
+def _recurrent_core(kind: str, size: int) -> nn.RNNCellBase:
+    """A GRU or LSTM cell with rlkit's orthogonal recurrent kernel (safe to vmap over seeds)."""
+    cells = {"gru": nn.GRUCell, "lstm": nn.OptimizedLSTMCell}
+    if kind not in cells:
+        raise ValueError(f"core: {kind!r} is not one of {sorted(cells)}")
+    return cells[kind](size, recurrent_kernel_init=orthogonal(1.0))
+
+
+def zero_memory(kind: str, size: int, batch_size: int):
+    """The recurrent state at an episode start: ``[batch, size]`` for a GRU, a pair of them for an LSTM."""
+    zeros = jnp.zeros((batch_size, size), jnp.float32)
+    return (zeros, zeros) if kind == "lstm" else zeros
+
+
+class RecurrentActorCritic(nn.Module):
+    """One step of an MLP torso, a recurrent core and policy and value heads.
+
+    ``(memory, obs) -> (memory, policy_output, value)``: ``policy_output`` is logits, or for
+    ``continuous`` a ``(mean, log_std)`` pair (a learned, state-independent log-std).
+    """
+
+    num_actions: int
+    memory_size: int = 128
+    hidden_sizes: Sequence[int] = (128,)
+    activation: str = "tanh"
+    core: str = "gru"
+    continuous: bool = False
+    init_log_std: float = 0.0
+
+    @nn.compact
+    def __call__(self, memory, obs: jax.Array):
+        act = activation_fn(self.activation)
+        memory, h = _recurrent_core(self.core, self.memory_size)(memory, MLP(self.hidden_sizes, self.activation)(obs))
+        policy = _dense(self.num_actions, 0.01)(act(_dense(self.memory_size)(h)))
+        value = jnp.squeeze(_dense(1, 1.0)(act(_dense(self.memory_size)(h))), -1)
+        if self.continuous:
+            log_std = self.param("log_std", lambda _, shape: jnp.full(shape, self.init_log_std), (self.num_actions,))
+            policy = (policy, jnp.broadcast_to(log_std, policy.shape))
+        return memory, policy, value
+
+
+class RecurrentQNetwork(nn.Module):
+    """One step of an MLP torso, an LSTM (or GRU) core and a Q head: ``(memory, obs) -> (memory, q)``.
+
+    With ``dueling`` a value + advantage head (Wang et al., 2016), as in R2D2.
+    """
+
+    num_actions: int
+    memory_size: int = 128
+    hidden_sizes: Sequence[int] = (128,)
+    activation: str = "relu"
+    core: str = "lstm"
+    dueling: bool = False
+
+    @nn.compact
+    def __call__(self, memory, obs: jax.Array):
+        x = MLP(self.hidden_sizes, self.activation)(obs)
+        memory, h = _recurrent_core(self.core, self.memory_size)(memory, x)
+        if not self.dueling:
+            return memory, _dense(self.num_actions, 1.0)(h)
+        value = _dense(1, 1.0)(h)
+        advantage = _dense(self.num_actions, 1.0)(h)
+        return memory, value + advantage - jnp.mean(advantage, axis=-1, keepdims=True)
+
+
+def unroll(step, memory, obs: jax.Array, starts: jax.Array, fresh):
+    """Run ``step(memory, obs_t) -> (memory, outputs)`` over ``obs [T, B, ...]`` from ``memory``.
+
+    Where ``starts [T, B]`` is True the memory restarts from ``fresh`` first (an episode began), as
+    the loop restarted it while acting. Returns ``(outputs, memory_after)``, each stacked over time.
+    """
+
+    def body(memory, inputs):
+        obs_t, start_t = inputs
+        memory = jax.tree.map(lambda f, m: jnp.where(start_t.reshape(-1, *[1] * (m.ndim - 1)), f, m), fresh, memory)
+        memory, outputs = step(memory, obs_t)
+        return memory, (outputs, memory)
+
+    _, (outputs, memory_after) = jax.lax.scan(body, memory, (obs, starts))
+    return outputs, memory_after

@@ -118,6 +118,15 @@ class Trajectory(NamedTuple):
     extras: dict[str, jax.Array]
 
 
+def episode_starts(trajectory: Trajectory) -> jax.Array:
+    """``[T, B]``: True where a step starts a new episode inside ``trajectory`` (after a marked end).
+
+    Never at step 0: whatever came before the first step is the stored carry's business.
+    """
+    done = trajectory.terminated | trajectory.truncated
+    return jnp.concatenate([jnp.zeros_like(done[:1]), done[:-1]])
+
+
 Kind = Literal["rollout", "transitions", "sequences"]
 KINDS: tuple[str, ...] = ("rollout", "transitions", "sequences")
 

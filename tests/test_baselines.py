@@ -31,6 +31,7 @@ CASES = [
     ("ppo", "Pendulum-v1"),
     ("dqn", "CartPole-v1"),
     ("pqn", "CartPole-v1"),
+    ("recurrent_ppo", "CartPole-v1"),
     ("sac", "Pendulum-v1"),
     ("td3", "Pendulum-v1"),
 ]

@@ -124,6 +124,12 @@ class NoConfig:
     """A config with no fields, for the test agents."""
 
 
+def leaf_priorities(replay_state) -> np.ndarray:
+    """The priorities of every item of a prioritized device replay (the sum tree's leaves)."""
+    tree = replay_state.sum_tree_state
+    return np.asarray(tree.nodes)[2**tree.tree_depth - 1:]
+
+
 class PriorityAgent:
     """A module whose update returns a priority per sampled transition: its reward (the step index)."""
 
@@ -147,7 +153,7 @@ class PriorityAgent:
 def test_the_loop_writes_priorities_back(toy):
     trainer = make_trainer(PriorityAgent, NoConfig(), toy, RunConfig(total_steps=8 * 20, num_chunks=2, eval_episodes=1))
     carry, metrics = jax.jit(trainer.train)(jax.random.key(0), {})
-    priorities = np.asarray(carry.replay_state.sum_tree_state.nodes)[-64:]  # the sum tree's leaves
+    priorities = leaf_priorities(carry.replay_state)
     seen = priorities[priorities > 0]
     # Items were given 1 + time (1..5): the leaves are no longer all equal to the initial priority.
     assert len(np.unique(seen)) > 1 and set(np.round(np.unique(seen), 4)) <= {1.0, 2.0, 3.0, 4.0, 5.0}
@@ -180,3 +186,19 @@ def test_observe_hides_components():
     np.testing.assert_array_equal(obs, full_obs[jnp.asarray([0, 2])])
     with pytest.raises(ValueError, match=r"observe: \(0, 4\) must be distinct indices in \[0, 4\)"):
         envs.make("CartPole-v1", observe=(0, 4))
+
+
+@pytest.mark.parametrize("name,env_id", [("dqn", "CartPole-v1"), ("c51", "CartPole-v1"), ("sac", "Pendulum-v1"),
+                                         ("td3", "Pendulum-v1")])
+def test_every_transition_replay_agent_learns_from_prioritized_replay(name, env_id):
+    """``prioritized=True``: the agent returns |TD| priorities, the loop writes them back, weights reach the loss."""
+    from rlkit import agents, envs
+
+    small = dict(num_envs=2, buffer_size=128, batch_size=8, learning_starts=16, hidden_sizes=(8,), prioritized=True)
+    config = agents.get(name).Config(**small, **({"num_atoms": 5} if name == "c51" else {}))
+    env = envs.make(env_id)
+    trainer = make_trainer(agents.get(name), config, env, RunConfig(total_steps=96, num_chunks=1, eval_episodes=1))
+    carry, metrics = jax.jit(trainer.train)(jax.random.key(0), {})
+    leaves = leaf_priorities(carry.replay_state)
+    assert len(np.unique(leaves[leaves > 0])) > 2, leaves  # TD-error priorities, not one insert value
+    assert "priorities" not in metrics and np.isfinite(np.asarray(metrics["loss"])).all()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import difflib
 from types import ModuleType
 
-from rlkit.agents import c51, ddpg, dqn, ppo, pqn, qrdqn, sac, td3
+from rlkit.agents import c51, ddpg, dqn, impala, ppo, pqn, qrdqn, r2d2, recurrent_ppo, sac, td3
 
-REGISTRY: dict[str, ModuleType] = {"ppo": ppo, "dqn": dqn, "c51": c51, "qrdqn": qrdqn, "pqn": pqn,
-                                 "sac": sac, "td3": td3, "ddpg": ddpg}
+REGISTRY: dict[str, ModuleType] = {
+    "ppo": ppo, "recurrent_ppo": recurrent_ppo, "impala": impala, "dqn": dqn, "c51": c51, "qrdqn": qrdqn,
+    "r2d2": r2d2, "pqn": pqn, "sac": sac, "td3": td3, "ddpg": ddpg,
+}
 
 
 def get(name: str) -> ModuleType:
@@ -20,4 +22,6 @@ def get(name: str) -> ModuleType:
     return REGISTRY[name]
 
 
-__all__ = ["REGISTRY", "get", "c51", "dqn", "ppo", "pqn", "qrdqn", "sac", "td3", "ddpg"]
+__all__ = [
+    "REGISTRY", "get", "c51", "ddpg", "dqn", "impala", "ppo", "pqn", "qrdqn", "r2d2", "recurrent_ppo", "sac", "td3",
+]

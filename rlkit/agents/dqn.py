@@ -28,7 +28,7 @@ import rlax
 
 from rlkit import config as cfg
 from rlkit.networks import DistributionalQNetwork, QNetwork, activation_fn
-from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Transition
+from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Transition, split_weights, weighted_mean
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +72,9 @@ class Config:
     v_min: float = -10.0  # categorical support
     v_max: float = 10.0
     huber_kappa: float = 1.0  # quantile Huber loss threshold
+    prioritized: bool = False  # proportional prioritized replay (Schaul et al., 2016), |TD error| priorities
+    priority_exponent: float = 0.6
+    importance_exponent: float = 0.4
 
     def __post_init__(self):
         for name in ("num_envs", "num_steps", "batch_size", "n_step", "target_update_freq"):
@@ -101,6 +104,7 @@ class Config:
             raise ValueError(f"num_atoms must be >= 2, got {self.num_atoms}")
         cfg.check_positive("v_max - v_min", self.v_max - self.v_min)
         cfg.check_positive("huber_kappa", self.huber_kappa)
+        cfg.check_priorities(self)
 
 
 DISTRIBUTIONS = ("none", "categorical", "quantile")
@@ -125,6 +129,7 @@ def experience(config: Config) -> ExperienceSpec:
         min_size=max(config.learning_starts, config.batch_size),
         n_step=config.n_step,
         gamma=config.gamma,
+        **cfg.priority_settings(config),
     )
 
 
@@ -203,26 +208,34 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
         )
         return kappa**2 * loss
 
-    def loss_fn(params, target_params, batch: Transition):
+    def loss_fn(params, target_params, batch: Transition, weights):
         out_tm1 = network.apply(params, batch.obs_tm1)
         out_t_target = network.apply(target_params, batch.obs_t)
         out_t_selector = network.apply(params, batch.obs_t) if config.double_q else out_t_target
         q_tm1 = q_values(out_tm1)
         if config.distribution != "none":
-            loss = jnp.mean(distributional_loss(out_tm1, out_t_target, out_t_selector, batch))
+            per_item = distributional_loss(out_tm1, out_t_target, out_t_selector, batch)
+            priorities = per_item  # the distributional loss itself, as in Rainbow
         else:
             transition = (q_tm1, batch.action_tm1, batch.reward_t, batch.discount_t, out_t_target)
             if config.double_q:
                 td = jax.vmap(rlax.double_q_learning)(*transition, out_t_selector)
             else:
                 td = jax.vmap(rlax.q_learning)(*transition)
-            loss = 0.5 * jnp.mean(jnp.square(td))
-        return loss, {"loss": loss, "q_mean": jnp.mean(q_tm1)}
+            per_item, priorities = jnp.square(td), jnp.abs(td)
+        loss = weighted_mean(per_item, weights)
+        if config.distribution == "none":
+            loss = 0.5 * loss
+        metrics = {"loss": loss, "q_mean": jnp.mean(q_tm1)}
+        if config.prioritized:
+            metrics["priorities"] = jax.lax.stop_gradient(priorities) + 1e-6
+        return loss, metrics
 
-    def update(state, batch: Transition, key):
+    def update(state, batch, key):
         del key
+        batch, weights = split_weights(batch)
         grads, metrics = jax.grad(loss_fn, has_aux=True)(
-            state.params, state.target_params, batch
+            state.params, state.target_params, batch, weights
         )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

@@ -27,7 +27,7 @@ import rlax
 
 from rlkit import config as cfg
 from rlkit.networks import ContinuousQNetwork, SquashedGaussianActor, activation_fn
-from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Transition
+from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Transition, split_weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +58,9 @@ class Config:
     max_grad_norm: float = 10.0  # global norm, per network (actor, critics, temperature)
     hidden_sizes: tuple[int, ...] = (256, 256)
     activation: str = "relu"
+    prioritized: bool = False  # proportional prioritized replay (Schaul et al., 2016), |TD error| priorities
+    priority_exponent: float = 0.6
+    importance_exponent: float = 0.4
 
     def __post_init__(self):
         for name in ("num_envs", "num_steps", "updates_per_step", "batch_size", "num_critics"):
@@ -75,6 +78,7 @@ class Config:
         cfg.check_positive("init_alpha", self.init_alpha)
         cfg.check_positive("max_grad_norm", self.max_grad_norm)
         activation_fn(self.activation)
+        cfg.check_priorities(self)
 
 
 class SACState(NamedTuple):
@@ -95,6 +99,7 @@ def experience(config: Config) -> ExperienceSpec:
         min_size=max(config.learning_starts, config.batch_size),
         updates_per_rollout=config.num_steps * config.updates_per_step,
         gamma=config.gamma,
+        **cfg.priority_settings(config),
     )
 
 
@@ -145,7 +150,7 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
             action = jnp.where(state.updates == 0, uniform, action)
         return ActOutput(center + half * action, carry, {})
 
-    def loss_fn(params, target_params, batch: Transition, key):
+    def loss_fn(params, target_params, batch: Transition, weights, key):
         next_key, pi_key = jax.random.split(key)
         alpha = jnp.exp(jax.lax.stop_gradient(params["log_alpha"]))
         actor_params = jax.lax.stop_gradient(params["actor"])
@@ -157,7 +162,7 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
         td = jax.vmap(jax.vmap(rlax.td_learning), in_axes=(0, None, None, None))(
             q_tm1, batch.reward_t, batch.discount_t, v_t
         )
-        critic_loss = 0.5 * jnp.sum(jnp.mean(td**2, axis=-1))
+        critic_loss = 0.5 * jnp.sum(jnp.mean(td**2 if weights is None else weights * td**2, axis=-1))
 
         # Actor: maximize min Q - alpha * log pi against the critics before this step.
         action, log_prob = squashed_sample(*actor.apply(params["actor"], batch.obs_tm1), pi_key)
@@ -173,10 +178,12 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
             "alpha": alpha,
             "entropy": -jnp.mean(log_prob),
             "q_mean": jnp.mean(q_tm1),
+            **({"priorities": jax.lax.stop_gradient(jnp.mean(jnp.abs(td), 0)) + 1e-6} if config.prioritized else {}),
         }
 
-    def update(state, batch: Transition, key):
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, state.target_params, batch, key)
+    def update(state, batch, key):
+        batch, weights = split_weights(batch)
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, state.target_params, batch, weights, key)
         params, opt_state = {}, {}
         for name in state.params:
             updates, opt_state[name] = optimizer.update(grads[name], state.opt_state[name], state.params[name])

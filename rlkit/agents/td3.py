@@ -25,7 +25,7 @@ import rlax
 
 from rlkit import config as cfg
 from rlkit.networks import ContinuousQNetwork, DeterministicActor, activation_fn
-from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Transition
+from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Transition, split_weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +57,9 @@ class Config:
     max_grad_norm: float = 10.0  # global norm, per network (actor, critics)
     hidden_sizes: tuple[int, ...] = (256, 256)
     activation: str = "relu"
+    prioritized: bool = False  # proportional prioritized replay (Schaul et al., 2016), |TD error| priorities
+    priority_exponent: float = 0.6
+    importance_exponent: float = 0.4
 
     def __post_init__(self):
         for name in ("num_envs", "num_steps", "updates_per_step", "batch_size", "num_critics", "policy_delay"):
@@ -76,6 +79,7 @@ class Config:
         cfg.check_non_negative("target_noise_clip", self.target_noise_clip)
         cfg.check_positive("max_grad_norm", self.max_grad_norm)
         activation_fn(self.activation)
+        cfg.check_priorities(self)
 
 
 class TD3State(NamedTuple):
@@ -96,6 +100,7 @@ def experience(config: Config) -> ExperienceSpec:
         min_size=max(config.learning_starts, config.batch_size),
         updates_per_rollout=config.num_steps * config.updates_per_step,
         gamma=config.gamma,
+        **cfg.priority_settings(config),
     )
 
 
@@ -133,7 +138,7 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
                 action = jnp.where(state.updates == 0, uniform, action)
         return ActOutput(center + half * action, carry, {})
 
-    def critic_loss(critic_params, target_params, batch: Transition, key):
+    def critic_loss(critic_params, target_params, batch: Transition, weights, key):
         next_action = actor.apply(target_params["actor"], batch.obs_t)
         smoothing = jnp.clip(
             config.target_noise * jax.random.normal(key, next_action.shape),
@@ -145,8 +150,11 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
         td = jax.vmap(jax.vmap(rlax.td_learning), in_axes=(0, None, None, None))(
             q_tm1, batch.reward_t, batch.discount_t, v_t
         )
-        loss = 0.5 * jnp.sum(jnp.mean(td**2, axis=-1))
-        return loss, {"loss": loss, "q_mean": jnp.mean(q_tm1)}
+        loss = 0.5 * jnp.sum(jnp.mean(td**2 if weights is None else weights * td**2, axis=-1))
+        metrics = {"loss": loss, "q_mean": jnp.mean(q_tm1)}
+        if config.prioritized:
+            metrics["priorities"] = jax.lax.stop_gradient(jnp.mean(jnp.abs(td), 0)) + 1e-6
+        return loss, metrics
 
     def actor_loss(actor_params, critic_params, batch: Transition):
         first_critic = jax.tree.map(lambda p: p[0], critic_params)
@@ -168,9 +176,10 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
         # Reported as policy_delay * loss (0 between actor steps), so its mean is the mean actor loss.
         return state, config.policy_delay * loss
 
-    def update(state, batch: Transition, key):
+    def update(state, batch, key):
+        batch, weights = split_weights(batch)
         grads, metrics = jax.grad(critic_loss, has_aux=True)(
-            state.params["critic"], state.target_params, batch, key
+            state.params["critic"], state.target_params, batch, weights, key
         )
         critic_params, critic_opt = step(state.params["critic"], grads, state.opt_state["critic"])
         count = state.updates + 1

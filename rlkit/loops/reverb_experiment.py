@@ -1,4 +1,4 @@
-"""Off-policy agents through Reverb in one process: an in-process server, a host actor and a learner.
+"""Any agent through Reverb in one process: an in-process server, a host actor and a learner.
 
 Reverb world only (imports ``rlkit.replay.reverb``)::
 
@@ -9,86 +9,47 @@ Reverb world only (imports ``rlkit.replay.reverb``)::
 
     result = train_with_reverb(dqn, config, "gym:CartPole-v1", total_steps=100_000, seed=0)
 
-Any agent module (or ``SimpleNamespace(make=..., experience=...)``) whose ``experience(config)`` is
-``kind="transitions"`` runs here, on any dm_env environment: the agent comes from
-``make(config, environment_spec(env), total_steps)``, exactly as the device loop builds it.
+Any agent module (or ``SimpleNamespace(make=..., experience=...)``) runs here, on any dm_env
+environment: the agent comes from ``make(config, environment_spec(env), total_steps)``, exactly as the
+device loop builds it. Its ``experience(config).kind`` picks the feeder (``REVERB_FEEDERS``): the
+example step, the table, the writer and the sampler (transitions, sequences, or a queue of rollouts).
 
 The actor steps ``HostSettings.num_envs`` environments side by side (one jitted ``act`` for all of
-them) and writes their n-step transitions to a Reverb table with ``TransitionWriter``, packing
-``HostSettings.transitions_per_item`` of them into each item. The two sides are
-interleaved in one thread as the device loop interleaves them: every ``spec.steps_per_update``
-environment steps, once ``spec.min_size`` items are in, the learner samples
-``spec.updates_per_rollout`` batches and runs the jitted ``agent.update`` on each, and the actor
-acts with the new state from its next step (every ``push_every`` learner iterations). The table's
-``SampleToInsertRatio`` limiter holds the same replay ratio, ``batch_size * updates_per_rollout /
-steps_per_update`` samples per insert, so a learner that falls behind (or runs ahead) blocks
-instead of silently changing the ratio; with the interleaving it never has to.
+them) and writes their steps, with what ``act`` returned in ``extras``, to a Reverb table. The two
+sides are interleaved in one thread as the device loop interleaves them: for the replay kinds, every
+``spec.steps_per_update`` environment steps, once ``spec.min_size`` steps' items are in, the learner
+samples ``spec.updates_per_rollout`` batches and runs the jitted ``agent.update`` on each, and the
+actor acts with the new state from its next step (every ``push_every`` learner iterations). The
+table's ``SampleToInsertRatio`` limiter holds the same replay ratio as the device loop, so a learner
+that falls behind (or runs ahead) blocks instead of silently changing the ratio; with the
+interleaving it never has to. With ``spec.prioritized`` the batch comes as ``WeightedBatch`` and the
+``metrics["priorities"]`` an update returns are written back to the table. For "rollout" (on-policy
+agents) the learner updates whenever ``spec.num_envs`` rollouts are in the queue.
 
 Randomness is seeded (environment, initial state, action and update keys, all of XLA's "rbg"
-generator), but Reverb's uniform sampling is not seedable, so two runs differ in which transitions
-each batch holds.
+generator), but Reverb's sampling is not seedable, so two runs differ in which items each batch holds.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any, Callable
 
 import dm_env
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from rlkit.envs import environment_spec, make_host
 from rlkit.loops.host import KEY_IMPL, Actor, EnvironmentLoop
+from rlkit.loops.reverb_feeders import REVERB_FEEDERS, HostSettings, example_step, example_transition
 from rlkit.replay import reverb as reverb_replay
 from rlkit.types import AgentFactory, Transition
+
+__all__ = ["HostExperiment", "HostSettings", "env_factory", "example_step", "example_transition", "train_with_reverb"]
 
 reverb = reverb_replay.reverb
 
 EnvFactory = Callable[[int], dm_env.Environment]  # seed -> a fresh environment
-
-
-@dataclasses.dataclass(frozen=True)
-class HostSettings:
-    """How the host loop runs, beyond the agent's config.
-
-    Attributes:
-      push_every: learner iterations between the actor's state refreshes (1: act with the newest).
-      samples_per_insert: the table's ratio; default the device loop's replay ratio; 0 keeps no ratio
-        (inserts never block: for ``train(learn=False)`` beyond ``min_size``, e.g. benchmarks).
-      flush_every: items the writer leaves unconfirmed at most.
-      timeout_s: how long a sample, a flush or a priority update may wait for the server.
-      max_in_flight: samples the sampler prefetches (default twice the batch size).
-      prefetch: sample the learner's next batch while its update computes (the batch then lacks the
-        transitions of the next ``steps_per_update`` steps; the table's limiter allows for it).
-      num_envs: host environments the actor steps side by side, acting for all of them in one jitted
-        call (seeded ``seed``, ``seed + 1``, ...). Environment steps count all of them.
-      transitions_per_item: transitions packed into each Reverb item (``make_tables``); must divide
-        ``batch_size``. With ``num_envs`` of them, one item holds one step of every environment.
-    """
-
-    push_every: int = 1
-    samples_per_insert: float | None = None
-    flush_every: int = 16
-    timeout_s: float = 30.0
-    max_in_flight: int | None = None
-    prefetch: bool = True
-    num_envs: int = 1
-    transitions_per_item: int = 1
-
-    def __post_init__(self):
-        for name in ("num_envs", "transitions_per_item"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if self.push_every < 1:
-            raise ValueError(f"push_every must be >= 1, got {self.push_every}")
-        if self.samples_per_insert is not None and self.samples_per_insert < 0:
-            raise ValueError(f"samples_per_insert must be >= 0, got {self.samples_per_insert}")
-        if self.timeout_s <= 0:
-            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
 
 
 def env_factory(env: str | EnvFactory) -> EnvFactory:
@@ -98,20 +59,8 @@ def env_factory(env: str | EnvFactory) -> EnvFactory:
     return env
 
 
-def example_transition(agent, agent_state, spec) -> Transition:
-    """One unbatched ``Transition`` of zeros with the dtypes and shapes the actor writes."""
-    obs = np.zeros(spec.observation_shape, np.float32)
-    action = jax.eval_shape(
-        lambda: agent.act(agent_state, jnp.asarray(obs)[None], agent.init_carry(1), jax.random.key(0)).action
-    )
-    return Transition(
-        obs_tm1=obs, action_tm1=np.zeros(action.shape[1:], action.dtype), reward_t=np.float32(0),
-        discount_t=np.float32(0), obs_t=obs, last_t=np.bool_(False),
-    )
-
-
 class HostExperiment:
-    """One seed of an off-policy agent on a host environment, learning through an in-process Reverb server.
+    """One seed of an agent on a host environment, learning through an in-process Reverb server.
 
     Args:
       agent_module: ``make`` and ``experience`` (an ``rlkit.agents`` module, or any ``AgentFactory``).
@@ -123,6 +72,12 @@ class HostExperiment:
       replay_checkpoint_dir: if given, the server checkpoints its tables there
         (``checkpoint_replay``) and, when it holds a checkpoint, starts from the latest one.
       eval_seed: evaluation environments and keys are seeded from it (default ``seed + 10_000``).
+
+    On-policy agents (experience "rollout", e.g. PPO) learn from ``spec.num_envs`` rollouts of
+    ``rollout_length`` steps, taken from the queue as soon as that many are in. With fewer host
+    environments than ``num_envs`` the rollouts of one update come one after another from the same
+    environments, so most were collected by an older policy than the newest: slightly stale data,
+    which PPO's clipped ratio tolerates (use ``num_envs`` host environments to learn as on the device).
     """
 
     def __init__(
@@ -130,14 +85,11 @@ class HostExperiment:
         total_steps: int | None = None, settings: HostSettings = HostSettings(),
         replay_checkpoint_dir: str | None = None, eval_seed: int | None = None,
     ):
-        self.spec = agent_module.experience(config)
-        if self.spec.kind != "transitions":
-            raise ValueError(
-                f"the host (Reverb) loop runs off-policy agents, whose experience is 'transitions'; "
-                f"this agent's is {self.spec.kind!r} (train it with the device backend)"
-            )
+        self.spec = spec = agent_module.experience(config)
+        if spec.kind not in REVERB_FEEDERS:
+            raise ValueError(f"experience kind: {spec.kind!r} is not one of {list(REVERB_FEEDERS)}")
+        self.feeder = feeder = REVERB_FEEDERS[spec.kind](spec, settings)
         self.config, self.settings, self.seed = config, settings, seed
-        per_item = reverb_replay.check_transitions_per_item(self.spec, settings.transitions_per_item)
         self.make_env = env_factory(env)
         self.envs = [self.make_env(seed + i) for i in range(settings.num_envs)]
         self.env = self.envs[0]
@@ -145,61 +97,38 @@ class HostExperiment:
         self.agent = agent_module.make(config, self.env_spec, total_steps)
         init_key, actor_key, self.learner_key = jax.random.split(jax.random.key(seed, impl=KEY_IMPL), 3)
         self.state = self.agent.init(init_key)
-        self.example = example_transition(self.agent, self.state, self.env_spec)
-        spec = self.spec
+        self.example = feeder.example(self.agent, self.state, self.env_spec)
+        self.prioritized = feeder.prioritized
         self.samples_per_insert = (
             reverb_replay.default_samples_per_insert(spec) if settings.samples_per_insert is None
             else settings.samples_per_insert
         )
-        max_in_flight = settings.max_in_flight or 2 * spec.batch_size // per_item
-        # Slack for the interleaving, in items: the first update waits for a whole iteration (of every
-        # environment), the writer holds back n-step windows, staged and unconfirmed items, the sampler
-        # prefetches (see the module docstring).
-        slack_items = (
-            (max(spec.steps_per_update, settings.num_envs) + settings.num_envs * spec.n_step) / per_item
-            + 1 + settings.flush_every
-        )
-        error_buffer = 2.0 * (self.samples_per_insert * slack_items + max_in_flight + spec.batch_size / per_item)
-        tables = reverb_replay.make_tables(
-            spec, self.example, samples_per_insert=self.samples_per_insert, error_buffer=error_buffer,
-            transitions_per_item=per_item,
-        )
+        tables = feeder.tables(self.example, self.samples_per_insert, feeder.error_buffer(self.samples_per_insert))
         checkpointer = None
         if replay_checkpoint_dir is not None:
             checkpointer = reverb.checkpointers.DefaultCheckpointer(str(replay_checkpoint_dir))
         self.server = reverb.Server(tables, port=None, checkpointer=checkpointer)
         self.address = f"localhost:{self.server.port}"  # loopback only
         self.client = reverb.Client(self.address)
-        self.writer = reverb_replay.TransitionWriter(
-            self.client, spec, flush_every=settings.flush_every, timeout_ms=int(1000 * settings.timeout_s),
-            example=self.example, transitions_per_item=per_item,
-        )
-        self.sampler = reverb_replay.Sampler(
-            self.client, "replay", spec.batch_size, self.example, timeout_s=settings.timeout_s,
-            max_in_flight=max_in_flight, transitions_per_item=per_item,
-        )
+        self.writer = feeder.writer(self.client, self.example)
+        self.sampler = feeder.sampler(self.client, self.example)
         self.actor = Actor(self.agent, self.state, adder=self.writer, key=actor_key)
-        agent = self.agent
-
-        def update(state, batch, key):  # the key splits inside the jit: outside, a split costs ~1 ms on a CPU
-            key, update_key = jax.random.split(key)
-            state, metrics = agent.update(state, batch, update_key)
-            return state, metrics, key
-
-        self._update = jax.jit(update)
+        self._update = feeder.learner_update(self.agent)
         self._eval_actor: Actor | None = None
-        self._next_batch: Transition | None = None
+        self._next_batch: tuple | None = None  # (keys, probabilities, batch) prefetched for the next update
+        self._priorities: jax.Array | None = None  # the last update's metrics["priorities"], not yet written
         self.eval_seed = seed + 10_000 if eval_seed is None else eval_seed
         self.env_steps = 0
         self.updates = 0
         self.episodes = 0
         self.evaluations = 0
         self.learning = False
+        self._items_taken = 0  # rollouts the learner took from the queue (on-policy)
         self._next_learn = self.spec.steps_per_update  # env_steps at which the learner next runs
         self._observations: np.ndarray | None = None  # what each environment acts on next
         # One group acts alone; two let XLA compute one group's actions while Python steps the other's.
         self._groups = [np.asarray(g) for g in np.array_split(np.arange(settings.num_envs), min(2, settings.num_envs))]
-        self._pending: dict[int, jax.Array] = {}  # actions dispatched for each group's next step
+        self._pending: dict[int, tuple] = {}  # (actions, extras) dispatched for each group's next step
         self._first = np.ones(settings.num_envs, bool)
         self._episode_return = np.zeros(settings.num_envs)
         self._episode_length = np.zeros(settings.num_envs, np.int64)
@@ -211,9 +140,10 @@ class HostExperiment:
         """Compile the actor's ``act`` and the learner's ``update`` now; returns the seconds it took."""
         start = time.perf_counter()
         for size in sorted({len(group) for group in self._groups}):
-            self.actor.compile(self.example.obs_tm1, num_envs=size)
-        batch = jax.tree.map(lambda x: np.stack([x] * self.spec.batch_size), self.example)
-        jax.block_until_ready(self._update(self.state, batch, self.learner_key))
+            self.actor.compile(np.zeros(self.env_spec.observation_shape, np.float32), num_envs=size)
+        probabilities = np.ones(self.feeder.items_per_batch, np.float32)
+        jax.block_until_ready(self._update(self.state, self.feeder.zero_batch(self.example), probabilities,
+                                           self.learner_key))
         return time.perf_counter() - start
 
     # -- training -------------------------------------------------------------------------------
@@ -226,7 +156,8 @@ class HostExperiment:
         ended in it; NaN if none) and of the agent's update metrics (absent before learning starts), with
         ``episodes``, ``updates`` and ``env_steps`` (totals so far) and ``steps_per_second``. With
         ``learn=False`` the learner is paused: the actor only fills the table (whose ratio limiter then
-        blocks inserts a little past ``min_size``, unless ``samples_per_insert=0``).
+        blocks inserts a little past ``min_size``, unless ``samples_per_insert=0``; a rollout queue
+        blocks them once full).
         """
         spec, actor, envs, writer = self.spec, self.actor, self.envs, self.writer
         num_envs = len(envs)
@@ -242,11 +173,12 @@ class HostExperiment:
         # With two groups of environments, XLA computes one group's actions while Python steps the other.
         for g, group in enumerate(self._groups):
             if g not in self._pending:
-                self._pending[g] = actor.dispatch_actions(observations[group], first[group], g)[0]
+                self._pending[g] = actor.dispatch_actions(observations[group], first[group], g)
         steps_done = 0
         while steps_done < num_steps:
             for g, group in enumerate(self._groups):
-                actions = np.asarray(self._pending.pop(g))
+                actions, extras = self._pending.pop(g)
+                actions, extras = np.asarray(actions), jax.tree.map(np.asarray, extras)
                 size = len(group)
                 next_observations = np.empty((size, *observations.shape[1:]), observations.dtype)
                 rewards = np.empty(size, np.float32)
@@ -263,7 +195,8 @@ class HostExperiment:
                 last[ended] = True
                 # obs_t is the observation each action led to: the final one where an episode ended.
                 writer.add_batch(
-                    Transition(observations[group], actions, rewards, discounts, next_observations, last), group
+                    Transition(observations[group], actions, rewards, discounts, next_observations, last, extras),
+                    group,
                 )
                 self._episode_return[group] += rewards
                 self._episode_length[group] += 1
@@ -278,11 +211,15 @@ class HostExperiment:
                 self.episodes += len(ended)
                 self.env_steps += size
                 steps_done += size
-                while self.env_steps >= self._next_learn:  # every steps_per_update environment steps
+                if self.feeder.on_policy:
                     if learn:
-                        metrics_list.extend(self._learn())
-                    self._next_learn += spec.steps_per_update
-                self._pending[g] = actor.dispatch_actions(next_observations, last, g)[0]
+                        metrics_list.extend(self._learn_from_queue())
+                else:
+                    while self.env_steps >= self._next_learn:  # every steps_per_update environment steps
+                        if learn:
+                            metrics_list.extend(self._learn())
+                        self._next_learn += spec.steps_per_update
+                self._pending[g] = actor.dispatch_actions(next_observations, last, g)
                 if steps_done >= num_steps:
                     break
         self._observations, self._first = observations, first
@@ -299,38 +236,75 @@ class HostExperiment:
         return out
 
     def _learn(self) -> list[dict]:
-        """One learner iteration: ``updates_per_rollout`` updates, if the table holds ``min_size`` items."""
+        """One learner iteration: ``updates_per_rollout`` updates, if the table holds ``min_size`` steps' items."""
         if not self.learning:
-            if self.writer.transitions_written < self.spec.min_size:
+            if self.writer.items_written < self.feeder.min_items:
                 return []
             self.writer.flush()  # the limiter counts confirmed items only
             self.learning = True
         metrics = []
         for _ in range(self.spec.updates_per_rollout):
             sampled = time.perf_counter()
-            batch = self._next_batch if self._next_batch is not None else self.sampler.sample()[2]
+            drawn = self._next_batch if self._next_batch is not None else self.sampler.sample()
             updated = time.perf_counter()
-            self.state, update_metrics, self.learner_key = self._update(self.state, batch, self.learner_key)
+            metrics.append(self._update_on(drawn))
             self.timers["sample"] += updated - sampled
             self.timers["update"] += time.perf_counter() - updated
-            metrics.append(update_metrics)
-            self.updates += 1
             if self.settings.prefetch:
                 # The update runs on XLA's threads (dispatch is asynchronous); sample the next batch meanwhile.
                 prefetched = time.perf_counter()
-                self._next_batch = self.sampler.sample()[2]
+                self._next_batch = self.sampler.sample()
                 self.timers["sample"] += time.perf_counter() - prefetched
+            self._write_priorities(drawn[0])
         if (self.updates // self.spec.updates_per_rollout) % self.settings.push_every == 0:
             self.actor.update_state(self.state)
         return metrics
+
+    def _learn_from_queue(self) -> list[dict]:
+        """On-policy: ``updates_per_rollout`` updates on every ``num_envs`` rollouts the queue holds."""
+        metrics = []
+        while self.writer.items_written - self._items_taken >= self.feeder.items_per_batch:
+            self.writer.flush()  # the rollouts must be in the queue before the sampler takes them
+            self.learning = True
+            sampled = time.perf_counter()
+            drawn = self.sampler.sample()
+            self._items_taken += self.feeder.items_per_batch
+            updated = time.perf_counter()
+            for _ in range(self.spec.updates_per_rollout):
+                metrics.append(self._update_on(drawn))
+            self.timers["sample"] += updated - sampled
+            self.timers["update"] += time.perf_counter() - updated
+            if (self.updates // self.spec.updates_per_rollout) % self.settings.push_every == 0:
+                self.actor.update_state(self.state)
+        return metrics
+
+    def _update_on(self, drawn: tuple) -> dict:
+        """Dispatch one update on a sampled ``(keys, probabilities, batch)``; keeps its priorities for
+        ``_write_priorities``; returns its metrics (without ``priorities``)."""
+        _, probabilities, batch = drawn
+        self.state, metrics, self._priorities, self.learner_key = self._update(
+            self.state, batch, np.asarray(probabilities, np.float32), self.learner_key
+        )
+        self.updates += 1
+        return metrics
+
+    def _write_priorities(self, keys: np.ndarray) -> None:
+        """Write the last update's ``metrics["priorities"]`` back to the sampled items (prioritized replay);
+        new items then get the largest priority written so far."""
+        priorities, self._priorities = self._priorities, None
+        if priorities is None or not self.prioritized:
+            return
+        per_item = self.feeder.item_priorities(np.asarray(priorities))
+        self.sampler.update_priorities(keys, per_item)
+        self.writer.priority = max(self.writer.priority, float(per_item.max()))
 
     def learner_steps(self, num_updates: int) -> float:
         """``num_updates`` learner updates without acting (benchmarks); returns their seconds."""
         start = time.perf_counter()
         for _ in range(num_updates):
-            _, _, batch = self.sampler.sample()
-            self.state, _, self.learner_key = self._update(self.state, batch, self.learner_key)
-            self.updates += 1
+            drawn = self.sampler.sample()
+            self._update_on(drawn)
+            self._write_priorities(drawn[0])
         jax.block_until_ready(self.state)
         return time.perf_counter() - start
 
@@ -363,7 +337,7 @@ class HostExperiment:
         """The run's host counters (JSON-able)."""
         return {
             "env_steps": self.env_steps, "updates": self.updates, "episodes": self.episodes,
-            "evaluations": self.evaluations, "learning": self.learning,
+            "evaluations": self.evaluations, "learning": self.learning, "insert_priority": self.writer.priority,
         }
 
     def restore(self, carry: dict[str, Any], counters: dict[str, Any]) -> None:
@@ -376,6 +350,9 @@ class HostExperiment:
         self.env_steps, self.updates = int(counters["env_steps"]), int(counters["updates"])
         self.episodes, self.evaluations = int(counters["episodes"]), int(counters["evaluations"])
         self.learning = bool(counters["learning"])
+        self.writer.priority = float(counters.get("insert_priority", 1.0))
+        if self.feeder.on_policy:  # the rollouts the checkpoint left in the queue are the learner's next ones
+            self._items_taken = self.writer.items_written - self.table_size()
         # Fresh environments, seeded apart from the first ones, for the new episodes.
         reseed = self.seed + 7919 * (1 + self.env_steps)
         self.envs = [self.make_env((reseed + i) % (2**31 - 1)) for i in range(self.settings.num_envs)]

@@ -88,8 +88,12 @@ def n_step_transition(sequence: Transition, gamma: float) -> Transition:
 
 
 def importance_weights(probabilities: jax.Array, exponent: float) -> jax.Array:
-    """``(min P / P) ** exponent``: Schaul et al.'s ``(N P) ** -beta`` normalised by the batch's largest weight."""
-    return (jnp.min(probabilities) / probabilities) ** exponent
+    """``(min P / P) ** exponent``: Schaul et al.'s ``(N P) ** -beta`` normalised by the batch's largest weight.
+
+    An item drawn with probability 0 (a sum tree's rounding at a boundary) gets weight 0, not a NaN.
+    """
+    positive = jnp.where(probabilities > 0, probabilities, jnp.inf)
+    return (jnp.min(positive) / positive) ** exponent
 
 
 def check_spec(spec: ExperienceSpec) -> None:

@@ -12,7 +12,8 @@ Each environment keeps its own stream of steps; every ``period`` steps, once ``l
 last ``length`` steps are written as one item (the ``ItemCodec`` bytes of the steps, one after another).
 The window slides over episode ends: a step with ``terminated | truncated`` ends its episode and the next
 step starts a new one, so sequences never cross an episode end unmarked. With ``period < length``
-neighbouring items overlap and each step is stored ``length / period`` times.
+neighbouring items overlap and each step is stored ``length / period`` times (with ``period > length``
+the steps between two items are never stored).
 """
 
 from __future__ import annotations
@@ -43,10 +44,8 @@ def trajectory_step(step: Trajectory | Transition) -> Trajectory:
 def check_sequences(spec: ExperienceSpec) -> None:
     """One-line ValueErrors for sequence settings a Reverb sequence table cannot hold."""
     length, period = spec.sequence_length, spec.sequence_period
-    if length < 1:
-        raise ValueError(f"sequence_length must be >= 1 for sequences, got {length}")
-    if not 1 <= period <= length:
-        raise ValueError(f"sequence_period must be between 1 and sequence_length={length}, got {period}")
+    if length < 1 or period < 1:
+        raise ValueError(f"sequence_length and sequence_period must be >= 1 for sequences, got {length} and {period}")
     if length > spec.buffer_size:
         raise ValueError(f"sequence_length={length} is longer than the buffer (buffer_size={spec.buffer_size} "
                          "steps); raise buffer_size or shorten the sequences")
@@ -105,8 +104,8 @@ class SequenceWriter(ItemWriter):
         self, client: reverb.Client, length: int, period: int, table: str = "replay", flush_every: int = 16,
         timeout_ms: int = 5000, example: Trajectory | None = None,
     ):
-        if length < 1 or not 1 <= period <= length:
-            raise ValueError(f"SequenceWriter: need 1 <= period <= length, got length={length}, period={period}")
+        if length < 1 or period < 1:
+            raise ValueError(f"SequenceWriter: length and period must be >= 1, got {length} and {period}")
         super().__init__(client, table, flush_every, timeout_ms)
         self.length, self.period = length, period
         self.codec = None if example is None else ItemCodec(example)

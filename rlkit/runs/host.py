@@ -122,6 +122,7 @@ def train_command(args: argparse.Namespace) -> int:
     from rlkit import config as cfg
     from rlkit.envs import environment_spec, make_host
     from rlkit.loops.device import plan_chunks
+    from rlkit.replay.device import check_spec
     from rlkit.runs import records
     from rlkit.runs.checkpoint import CHECKPOINT_DIR, Checkpointer, has_checkpoints
     from rlkit.runs.runner import EVAL_SEED
@@ -135,22 +136,23 @@ def train_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
     if args.chunks < 1:
         raise ValueError(f"--chunks must be >= 1, got {args.chunks}")
+    if getattr(args, "observe", None):
+        raise ValueError("--observe: applies to the device backend only (gymnax environments)")
     agent_module = agents.get(args.agent)
     config = cfg.override(presets.config_for(args.agent, args.env), dict(args.overrides))
     spec = agent_module.experience(config)
-    if spec.kind != "transitions":
-        raise ValueError(
-            f"--backend reverb runs off-policy agents (replay of transitions); agent {args.agent} learns from "
-            f"{spec.kind}s: train it with --backend device"
-        )
     host_envs, per_item = getattr(args, "host_envs", 1), getattr(args, "transitions_per_item", 1)
     if host_envs < 1 or spec.steps_per_update % host_envs:
         raise ValueError(
             f"--host-envs={host_envs} must be >= 1 and divide num_envs * num_steps = {spec.steps_per_update} "
             "(the environment steps between learner iterations)"
         )
+    if per_item != 1 and spec.kind != "transitions":
+        raise ValueError(f"--transitions-per-item applies to transition replay only; agent {args.agent} learns "
+                         f"from {spec.kind} (leave it at 1)")
     if per_item < 1 or spec.batch_size % per_item:
         raise ValueError(f"--transitions-per-item={per_item} must be >= 1 and divide batch_size={spec.batch_size}")
+    check_spec(spec)  # replay sizes, sequence lengths and periods: the device's checks (no Reverb needed)
     try:
         env = make_host(args.env, seed=args.first_seed)
     except ValueError as error:
@@ -162,7 +164,7 @@ def train_command(args: argparse.Namespace) -> int:
     if spec.min_size >= plan.total_steps:
         raise ValueError(
             f"steps={args.steps} ends before learning starts (learning_starts/batch_size need {spec.min_size} "
-            "transitions)"
+            "steps)"
         )
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     steps_per_chunk = plan.updates_per_chunk * plan.steps_per_update

@@ -92,7 +92,8 @@ def test_backend_reverb_validates_before_starting(tmp_path, capsys, reverb_modul
     from rlkit.cli import main
 
     cases = [
-        (["--agent", "ppo", "--env", "gym:CartPole-v1"], "off-policy agents"),
+        (["--agent", "ppo", "--env", "gym:CartPole-v1", "--transitions-per-item", "2"],
+         "--transitions-per-item applies to transition replay only; agent ppo learns from rollout"),
         (["--agent", "dqn", "--env", "CartPole-v1"], "prefixes"),
         (["--agent", "dqn", "--env", "gym:CartPol-v1"], "Did you mean CartPole-v1"),
         (["--agent", "dqn", "--env", "gym:Pendulum-v1"], "discrete action space"),

@@ -13,7 +13,7 @@ import pytest
 from rlkit import envs
 from rlkit.agents import dqn
 from rlkit.loops.host import Actor, EnvironmentLoop
-from rlkit.types import ExperienceSpec, Transition
+from rlkit.types import ExperienceSpec, Trajectory, Transition
 
 pytestmark = pytest.mark.reverb
 
@@ -25,6 +25,18 @@ def rr(reverb_module):
     from rlkit.replay import reverb as rr
 
     return rr
+
+
+def index(tree, i):
+    """Entry ``i`` of every leaf."""
+    return jax.tree.map(lambda x: np.asarray(x)[i], tree)
+
+
+def assert_trees_close(got, expected, rtol=1e-6, what=""):
+    """Same structure, every leaf equal within ``rtol``; names the leaf that differs."""
+    assert jax.tree.structure(got) == jax.tree.structure(expected), what
+    for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(expected)):
+        np.testing.assert_allclose(a, b, rtol=rtol, err_msg=f"{what} {jax.tree_util.keystr(path)}")
 
 
 def example_transition(obs_size=4):
@@ -78,7 +90,7 @@ def drain(rr, client, table, example):
     for _ in range(200):
         keys, _, batch = sampler.sample()
         for i, key in enumerate(keys):
-            items[int(key)] = Transition(*(np.asarray(f)[i] for f in batch))
+            items[int(key)] = index(batch, i)
         if len(items) == size:
             return list(items.values())
     raise AssertionError(f"saw {len(items)} of {size} items")
@@ -112,8 +124,7 @@ def test_n_step_fold_equals_device_fold(rr):
         for t in range(len(steps)):
             end = next((k for k in range(t, min(t + n, len(steps))) if steps[k].last_t), min(t + n, len(steps)) - 1)
             got = rr.n_step_fold(steps[t : end + 1], GAMMA)
-            for field, a, b in zip(Transition._fields, got, expected[t]):
-                np.testing.assert_allclose(a, b, rtol=1e-6, err_msg=f"n={n} t={t} {field}")
+            assert_trees_close(got, expected[t], what=f"n={n} t={t}")
 
 
 @pytest.mark.parametrize("n_step", [1, 3])
@@ -136,8 +147,7 @@ def test_actor_writes_truncations_terminations_and_n_step_items(rr, reverb_modul
         assert len(got) == len(steps)
         expected = sorted(device_fold(steps, n_step, GAMMA), key=sort_key)
         for g, e in zip(got, expected):
-            for field, a, b in zip(Transition._fields, g, e):
-                np.testing.assert_allclose(a, b, rtol=1e-6, err_msg=field)
+            assert_trees_close(g, e)
         if n_step == 1:
             ends = [g for g in got if g.last_t]
             np.testing.assert_allclose(sorted(float(g.discount_t) for g in ends), [0, 0, GAMMA, GAMMA], rtol=1e-6)
@@ -175,7 +185,7 @@ def test_add_batch_writes_each_environments_n_step_transitions_k_to_an_item(rr, 
             )
             writer.add_batch(batch)
             for i in range(num_envs):
-                streams[i].append(Transition(*(np.asarray(field)[i] for field in batch)))
+                streams[i].append(index(batch, i))
         writer.flush()
         assert writer.transitions_written == num_envs * num_steps
         assert writer.items_written == num_envs * num_steps // per_item
@@ -188,15 +198,14 @@ def test_add_batch_writes_each_environments_n_step_transitions_k_to_an_item(rr, 
             assert keys.shape == (2,) and probabilities.shape == (2,) and batch.obs_tm1.shape == (8, 4)
             for j, key in enumerate(keys):
                 rows = slice(j * per_item, (j + 1) * per_item)
-                items[int(key)] = [Transition(*(np.asarray(f)[k] for f in batch)) for k in range(rows.start, rows.stop)]
+                items[int(key)] = [index(batch, k) for k in range(rows.start, rows.stop)]
             if len(items) == writer.items_written:
                 break
         got = sorted((tr for item in items.values() for tr in item), key=sort_key)
         expected = sorted((tr for stream in streams for tr in device_fold(stream, n_step, GAMMA)), key=sort_key)
         assert len(got) == len(expected) == num_envs * num_steps
         for g, e in zip(got, expected):
-            for field, a, b in zip(Transition._fields, g, e):
-                np.testing.assert_allclose(a, b, rtol=1e-6, err_msg=field)
+            assert_trees_close(g, e)
         writer.close()
     finally:
         server.stop()
@@ -310,7 +319,8 @@ def test_sampler_batches_and_rate_limiter(rr, reverb_module):
         keys, probabilities, batch = sampler.sample(timeout_s=10)
         assert keys.shape == (8,) and keys.dtype == np.uint64
         np.testing.assert_allclose(probabilities, 1 / 30)
-        shapes = {f: (np.shape(x), np.asarray(x).dtype) for f, x in batch._asdict().items()}
+        assert batch.extras == {}
+        shapes = {f: (np.shape(x), np.asarray(x).dtype) for f, x in batch._asdict().items() if f != "extras"}
         assert shapes == {
             "obs_tm1": ((8, 4), np.float32), "action_tm1": ((8,), np.int32), "reward_t": ((8,), np.float32),
             "discount_t": ((8,), np.float32), "obs_t": ((8, 4), np.float32), "last_t": ((8,), np.bool_),
@@ -346,11 +356,12 @@ def test_prioritized_table_update_priorities(rr, reverb_module):
         server.stop()
 
 
-def test_rollout_kind_is_a_queue(rr, reverb_module):
+def test_rollout_kind_is_a_queue_of_packed_rollouts(rr, reverb_module):
     spec = ExperienceSpec(kind="rollout", num_envs=1, rollout_length=16)
     (table,) = rr.make_tables(spec, example_transition(), name="rollouts")
     assert table.name == "rollouts"
-    assert table.info.signature.obs_tm1.shape == (16, 4)
+    assert table.info.signature.shape == (16 * rr.ItemCodec(example_transition()).size,)
+    assert table.info.max_size == 8 and table.info.rate_limiter_info.min_size_to_sample == 1
 
 
 ACTOR_SCRIPT = """
@@ -421,22 +432,33 @@ def test_update_priorities_on_a_killed_server_raises_in_bounded_time(rr, reverb_
         proc.wait(10)
 
 
+NESTED_EXTRAS = {"log_prob": np.float32(-0.7), "carry": {"h": np.zeros(3, np.float32), "c": np.zeros((2, 3), np.float64)},
+                 "option": np.int8(3)}
+
+
 @pytest.mark.parametrize("example", [
     example_transition(),
     Transition(np.arange(6, dtype=np.float64).reshape(2, 3), np.array([1.5, -2.0], np.float32), np.float64(0.1),
-               np.float16(0.5), np.full((2, 2), 255, np.uint8), np.bool_(True)),
-])
-def test_item_codec_round_trips_every_dtype_exactly(rr, example):
+               np.float16(0.5), np.full((2, 2), 255, np.uint8), np.bool_(True), NESTED_EXTRAS),
+    Trajectory(np.zeros(4, np.float32), np.int32(1), np.float32(0), np.bool_(False), np.bool_(True),
+               np.ones(4, np.float32), NESTED_EXTRAS),
+], ids=["transition", "transition-nested-extras", "trajectory-step"])
+def test_item_codec_round_trips_every_dtype_and_extras_exactly(rr, example):
     codec = rr.ItemCodec(example)
-    items = [Transition(*(np.asarray(x) + np.asarray(i).astype(np.asarray(x).dtype) for x in example))
+    items = [jax.tree.map(lambda x: np.asarray(x) + np.asarray(i).astype(np.asarray(x).dtype), example)
              for i in range(3)]
     packed = np.stack([codec.pack(item) for item in items])
     assert packed.dtype == np.uint8 and packed.shape == (3, codec.size)
+    np.testing.assert_array_equal(codec.pack_batch(jax.tree.map(lambda *x: np.stack(x), *items)), packed)
     batch = codec.unpack(packed)
-    for field, value, reference in zip(Transition._fields, batch, example):
+    assert type(batch) is type(example) and jax.tree.structure(batch) == jax.tree.structure(example)
+    for (path, value), reference in zip(jax.tree_util.tree_flatten_with_path(batch)[0], jax.tree.leaves(example)):
         reference = np.asarray(reference)
-        assert value.dtype == reference.dtype and value.shape == (3, *reference.shape), field
-        for i, item in enumerate(items):
-            np.testing.assert_array_equal(value[i], getattr(item, field))
-    with pytest.raises(ValueError, match="field shapes"):
-        codec.pack(example._replace(obs_tm1=np.zeros(5)))
+        assert value.dtype == reference.dtype and value.shape == (3, *reference.shape), path
+    for i, item in enumerate(items):
+        jax.tree.map(np.testing.assert_array_equal, index(batch, i), item)
+    with pytest.raises(ValueError, match="leaf shapes"):
+        codec.pack(example._replace(obs=np.zeros(5)) if isinstance(example, Trajectory)
+                   else example._replace(obs_tm1=np.zeros(5)))
+    with pytest.raises(ValueError, match="structure"):
+        codec.pack(example._replace(extras={"other": np.float32(0)}))

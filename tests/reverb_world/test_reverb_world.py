@@ -20,23 +20,25 @@ def test_transitions_round_trip_through_reverb(reverb_module):
     obs, env_state = jax.vmap(env.reset)(jax.random.split(jax.random.key(1), 1))
     _, trajectory, _ = rollout(env, agent, state, ActorState(env_state, obs, ()), jax.random.key(2), 40)
     steps = jax.tree.map(lambda x: np.asarray(x)[:, 0], transitions(trajectory))
+    fields = [field for field in steps._fields if field != "extras"]  # DQN's extras are empty
+    assert steps.extras == {}
 
     server = reverb.Server(tables=[reverb.Table.queue("transitions", 100)], port=None)
     try:
         client = reverb.Client(f"127.0.0.1:{server.port}")
         with client.trajectory_writer(num_keep_alive_refs=1) as writer:
             for t in range(40):
-                writer.append({k: v[t] for k, v in steps._asdict().items()} | {"index": np.int32(t)})
+                writer.append({k: getattr(steps, k)[t] for k in fields} | {"index": np.int32(t)})
                 writer.create_item(
                     "transitions", priority=1.0,
-                    trajectory={k: writer.history[k][-1] for k in (*steps._fields, "index")},
+                    trajectory={k: writer.history[k][-1] for k in (*fields, "index")},
                 )
             writer.flush(timeout_ms=5000)
         assert client.server_info(timeout=5)["transitions"].current_size == 40
         for t, sample in enumerate(client.sample("transitions", num_samples=40, emit_timesteps=False)):
-            data = dict(zip(sorted((*steps._fields, "index")), sample.data))
+            data = dict(zip(sorted((*fields, "index")), sample.data))
             assert int(data["index"]) == t  # a queue keeps insertion order
-            for field in steps._fields:
+            for field in fields:
                 np.testing.assert_array_equal(data[field], getattr(steps, field)[t])
     finally:
         server.stop()
