@@ -252,24 +252,30 @@ def make_trainer(agent_module: AgentFactory, config: Any, env: DeviceEnv, run: R
         return TrainCarry(agent_state, actor, replay_state, key, jnp.zeros((), jnp.int32))
 
     def learn(agent: Agent, spec: ExperienceSpec, feeder, agent_state, replay_state, fresh: Trajectory, key):
-        """``updates_per_rollout`` updates on batches from ``feeder``; priorities written back."""
+        """``updates_per_rollout`` updates on batches from ``feeder``; priorities written back.
 
+        Returns ``(agent_state, replay_state, metrics)``.
+        """
+        if not feeder.stores:  # on-policy: one update on the fresh rollout, with the step's key
+            agent_state, metrics = agent.update(agent_state, fresh, key)
+            metrics.pop("priorities", None)
+            return agent_state, replay_state, metrics
+
+        # Only prioritized replay changes the buffer here; only then is it carried (and copied) through.
         def one_update(state, k):
-            agent_state, replay_state = state
+            agent_state, written = state
             sample_key, update_key = jax.random.split(k)
-            batch, indices = feeder.sample(replay_state, fresh, sample_key)
+            batch, indices = feeder.sample(written if spec.prioritized else replay_state, fresh, sample_key)
             agent_state, metrics = agent.update(agent_state, batch, update_key)
             priorities = metrics.pop("priorities", None)
-            if priorities is not None:
-                replay_state = feeder.set_priorities(replay_state, indices, priorities)
-            return (agent_state, replay_state), metrics
+            if spec.prioritized and priorities is not None:
+                written = feeder.set_priorities(written, indices, priorities)
+            return (agent_state, written), metrics
 
-        if spec.updates_per_rollout == 1:
-            (agent_state, replay_state), metrics = one_update((agent_state, replay_state), key)
-            return agent_state, replay_state, metrics
         keys = jax.random.split(key, spec.updates_per_rollout)
-        (agent_state, replay_state), metrics = jax.lax.scan(one_update, (agent_state, replay_state), keys)
-        return agent_state, replay_state, jax.tree.map(jnp.mean, metrics)
+        initial = (agent_state, replay_state if spec.prioritized else ())
+        (agent_state, written), metrics = jax.lax.scan(one_update, initial, keys)
+        return agent_state, (written if spec.prioritized else replay_state), jax.tree.map(jnp.mean, metrics)
 
     def update_step(agent: Agent, spec: ExperienceSpec, carry: TrainCarry):
         key, rollout_key, learn_key = jax.random.split(carry.key, 3)
@@ -279,17 +285,29 @@ def make_trainer(agent_module: AgentFactory, config: Any, env: DeviceEnv, run: R
         env_steps = carry.env_steps + spec.steps_per_update
         feeder = make_feeder(agent, spec, carry.agent_state)
         replay_state = feeder.add(carry.replay_state, trajectory)
-        step = lambda a, r: learn(agent, spec, feeder, a, r, trajectory, learn_key)  # noqa: E731
         if not feeder.stores:  # on-policy: every rollout is learned from
-            agent_state, replay_state, metrics = step(carry.agent_state, replay_state)
+            agent_state, replay_state, metrics = learn(
+                agent, spec, feeder, carry.agent_state, replay_state, trajectory, learn_key
+            )
             learned = jnp.ones(())
         else:
-            def wait(agent_state, replay_state):
-                shapes = jax.eval_shape(step, agent_state, replay_state)[2]
-                return agent_state, replay_state, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+            # As in learn: the buffer goes through the cond only where the updates change it.
+            def step(agent_state, written):
+                agent_state, replay, metrics = learn(
+                    agent, spec, feeder, agent_state, written if spec.prioritized else replay_state, trajectory,
+                    learn_key,
+                )
+                return agent_state, (replay if spec.prioritized else ()), metrics
+
+            def wait(agent_state, written):
+                shapes = jax.eval_shape(step, agent_state, written)[2]
+                return agent_state, written, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
             ready = (env_steps >= spec.min_size) & feeder.can_sample(replay_state)
-            agent_state, replay_state, metrics = jax.lax.cond(ready, step, wait, carry.agent_state, replay_state)
+            agent_state, written, metrics = jax.lax.cond(
+                ready, step, wait, carry.agent_state, replay_state if spec.prioritized else ()
+            )
+            replay_state = written if spec.prioritized else replay_state
             learned = ready.astype(jnp.float32)
         new_carry = TrainCarry(agent_state, actor, replay_state, key, env_steps)
         return new_carry, (metrics, learned, episodes)
