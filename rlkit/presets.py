@@ -79,6 +79,21 @@ PRESETS: dict[tuple[str, str], Preset] = {
         "5e4 steps (seed 1 held 500 from 35k to 45k, then collapsed); stopped at the first 5-episode "
         "greedy >= 495 (22.5k-30k steps, 1e5-step schedule), 496-500 over 20 fresh episodes on seeds 0-3",
     ),
+    ("impala", "gym:CartPole-v1"): Preset(
+        {"policy_lag": 0},
+        500_000,
+        "the host path (--backend reverb, 16 host envs): the queue is the lag, so policy_lag=0; final greedy "
+        "493, 490, 488, 489 over 20 fresh episodes on seeds 0-3 at 5e5 steps, 15-19 s each at about 27k steps/s",
+    ),
+    ("r2d2", "gymnax:MemoryChain-bsuite"): Preset(
+        {"num_envs": 8, "num_steps": 4, "buffer_size": 20_000, "learning_starts": 1_000, "batch_size": 32,
+         "sequence_length": 12, "sequence_period": 6, "burn_in": 2, "n_step": 3, "target_update_freq": 500,
+         "memory_size": 32, "hidden_sizes": (32,), "core": "gru"},
+        30_000,
+        "the host path (--backend reverb, 8 host envs); bsuite's memory chain, 5 steps of memory, chance 0: "
+        "a 50-episode greedy mean >= 0.95 first at 5k steps on seeds 0-3, then 1.0 over 100 fresh episodes "
+        "(feedforward DQN on the device: 0.0)",
+    ),
     ("sac", "dm_control:cartpole-balance"): Preset(
         {"num_envs": 2, "batch_size": 128, "hidden_sizes": (64, 64), "buffer_size": 50_000,
          "learning_starts": 2_000, "learning_rate": 1e-3, "tau": 0.02},

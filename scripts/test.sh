@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The one command that runs the whole test suite, in both pinned worlds:
 #   core   (numpy 2, newest jax):       python -m pytest -q tests                  (everything)
-#   reverb (dm-reverb + TF 2.15):       RLKIT_REQUIRE_REVERB=1 python -m pytest -q tests -m "reverb or not learning"
-# Core learning tests run once, in the core world; reverb-marked tests (the Reverb learning tests
+#   reverb (dm-reverb + TF 2.15):       RLKIT_REQUIRE_REVERB=1 python -m pytest -q tests -m "reverb or not (learning or once)"
+# Core learning tests, and the slow tests marked `once` (the same in both worlds), run once, in the core world; reverb-marked tests (the Reverb learning tests
 # included) run in the Reverb world and must run there, not skip. Both worlds always run; exit status is non-zero if either failed, including
 # pytest's exit 5 (no tests collected). Extra arguments are passed to both pytest runs.
 set -uo pipefail
@@ -46,7 +46,7 @@ else
   SUMMARY[lint]="ok"
 fi
 run_world core "$@"
-RLKIT_REQUIRE_REVERB=1 run_world reverb -m "reverb or not learning" "$@"
+RLKIT_REQUIRE_REVERB=1 run_world reverb -m "reverb or not (learning or once)" "$@"
 
 echo "===== [test.sh] summary ====="
 echo "[test.sh] lint: ${SUMMARY[lint]}"

@@ -40,6 +40,7 @@ def metrics_without_timing(out: Path) -> list[dict]:
     return [{k: v for k, v in line.items() if k not in TIMING} for line in lines]
 
 
+@pytest.mark.once
 @pytest.mark.parametrize("agent", ["ppo", "dqn"])
 def test_sigkill_then_resume_is_bit_identical(tmp_path, agent):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
@@ -78,6 +79,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, agent):
         np.testing.assert_array_equal(a, b)  # parameters, optimizer, envs, replay, keys: all of it
 
 
+@pytest.mark.once
 def test_resume_refuses_a_different_run(tmp_path):
     out = tmp_path / "run"
     base = ["--agent", "ppo", "--steps", "2048", "--chunks", "4", "--set", "num_envs=4", "--set", "num_steps=32",

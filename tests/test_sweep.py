@@ -107,6 +107,7 @@ def test_rank_and_table():
     assert "in 2 compile(s)" in sweep.format_summary(results, 2, 3.0)
 
 
+@pytest.mark.once
 def test_tiny_sweep_end_to_end(tmp_path, monkeypatch, capsys):
     traced_num_envs = []
 

@@ -72,3 +72,24 @@ def test_train_backend_reverb_runs_ppo(tmp_path, reverb_module):
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert results["backend"] == "reverb" and results["per_seed"][0]["updates"] == 256 // 32
+
+
+def test_recurrent_ppo_trains_through_a_reverb_queue(reverb_module):
+    from rlkit.agents import recurrent_ppo
+    from rlkit.loops.reverb_experiment import HostExperiment, HostSettings
+
+    config = recurrent_ppo.Config(num_envs=4, num_steps=16, num_minibatches=2, num_epochs=1, memory_size=8,
+                                  hidden_sizes=(8,))
+    experiment = HostExperiment(recurrent_ppo, config, "gym:CartPole-v1", seed=0, total_steps=512,
+                                settings=HostSettings(num_envs=4, timeout_s=10))
+    try:
+        experiment.compile()
+        before = experiment.state
+        metrics = experiment.train(512)
+        # 128 steps per environment: 8 rollouts each, 32 in all, 8 updates of 4.
+        assert experiment.updates == 8 and np.isfinite(metrics["loss"])
+        changed = [np.any(np.asarray(a) != np.asarray(b))
+                   for a, b in zip(jax.tree.leaves(before.params), jax.tree.leaves(experiment.state.params))]
+        assert any(changed) and np.all(np.isfinite(experiment.evaluate(1)))
+    finally:
+        experiment.close()
