@@ -272,10 +272,14 @@ def make_trainer(agent_module: AgentFactory, config: Any, env: DeviceEnv, run: R
                 written = feeder.set_priorities(written, indices, priorities)
             return (agent_state, written), metrics
 
-        keys = jax.random.split(key, spec.updates_per_rollout)
         initial = (agent_state, replay_state if spec.prioritized else ())
-        (agent_state, written), metrics = jax.lax.scan(one_update, initial, keys)
-        return agent_state, (written if spec.prioritized else replay_state), jax.tree.map(jnp.mean, metrics)
+        if spec.updates_per_rollout == 1:  # one update takes the step's key itself
+            (agent_state, written), metrics = one_update(initial, key)
+        else:
+            keys = jax.random.split(key, spec.updates_per_rollout)
+            (agent_state, written), metrics = jax.lax.scan(one_update, initial, keys)
+            metrics = jax.tree.map(jnp.mean, metrics)
+        return agent_state, (written if spec.prioritized else replay_state), metrics
 
     def update_step(agent: Agent, spec: ExperienceSpec, carry: TrainCarry):
         key, rollout_key, learn_key = jax.random.split(carry.key, 3)
