@@ -10,6 +10,7 @@ from rlkit.agents import dqn, ppo
 from rlkit.envs import make as make_env
 from rlkit.loops.device import RunConfig, TrainCarry, Trainer, evaluate_policy, make_trainer
 from rlkit.runs.runner import CompiledRun, TrainingResult, compile_training, run_training, seed_keys
+from rlkit.runs.trained import TrainedRun, evaluate_trained, load
 from rlkit.stats import mean_interval
 from rlkit.types import (
     ActOutput,
@@ -25,6 +26,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActOutput", "Agent", "AgentFactory", "CompiledRun", "EnvSpec", "ExperienceSpec", "RunConfig", "TrainCarry", "Trainer",
-    "TrainingResult", "Trajectory", "Transition", "agents", "compile_training", "config", "dqn", "envs", "evaluate_policy",
-    "make_env", "make_trainer", "mean_interval", "networks", "ppo", "presets", "replay", "run_training", "seed_keys",
+    "TrainedRun", "TrainingResult", "Trajectory", "Transition", "agents", "compile_training", "config", "dqn", "envs", "evaluate_policy",
+    "evaluate_trained", "load", "make_env", "make_trainer", "mean_interval", "networks", "ppo", "presets", "replay", "run_training", "seed_keys",
 ]

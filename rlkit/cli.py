@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -102,6 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="directories written by 'train --out'")
     plot.add_argument("--out", default="learning_curves.png", help="PNG to write (default learning_curves.png)")
     plot.add_argument("--metric", default="episode_return", help="per-chunk metric to plot (default episode_return)")
+    evaluate = commands.add_parser(
+        "eval", help="evaluate a finished run's final policy again, without training",
+        description="Load a finished run (device or Reverb backend) and print the greedy return per seed; with "
+                    "the run's episode count and seeds these are the returns results.json holds.",
+    )
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by 'train --out'")
+    evaluate.add_argument("--episodes", type=int, default=None, help="episodes per seed (default: the run's)")
+    evaluate.add_argument("--seed", type=int, action="append", default=None, metavar="S",
+                          help="evaluate only this training seed (repeatable; default: all of the run's)")
+    export = commands.add_parser(
+        "export", help="write run directories' metrics.jsonl as one CSV table (a row per run, seed and chunk)",
+    )
+    export.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="directories written by 'train --out'")
+    export.add_argument("--out", default="metrics.csv", help="CSV file to write (default metrics.csv)")
     sweep.add_parser(commands, epilog=epilog)
     return parser
 
@@ -114,11 +126,10 @@ def train_command(args: argparse.Namespace) -> int:
     from rlkit import agents, envs, presets
     from rlkit import config as cfg
     from rlkit.loops.device import RunConfig, make_trainer
-    from rlkit.runs import records
-    from rlkit.runs.checkpoint import CHECKPOINT_DIR, Checkpointer, has_checkpoints
+    from rlkit.runs import records, rundir
+    from rlkit.runs.checkpoint import Checkpointer
     from rlkit.runs.runner import run_training, summarize_chunk
     from rlkit.runs.tensorboard import TensorBoardWriter
-    from rlkit.stats import mean_interval
 
     # Everything is validated before anything compiles.
     if args.seeds < 1:
@@ -130,22 +141,15 @@ def train_command(args: argparse.Namespace) -> int:
     trainer = make_trainer(agent_module, config, env, run)
     plan = trainer.plan
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    finished = (Path(args.out) / records.RESULTS_FILE).exists()
-    if has_checkpoints(args.out) and not (args.resume or args.overwrite or finished):
-        raise FileExistsError(
-            f"--out {args.out}: holds checkpoints of an unfinished run; pass --resume to continue it, "
-            f"or choose another directory"
-        )
-    if args.resume and not has_checkpoints(args.out):
-        raise ValueError(f"--resume: {args.out} holds no checkpoint to resume from")
-    run_dir = records.prepare_run_dir(args.out, overwrite=args.overwrite, resume=args.resume)
-    if args.overwrite and not args.resume:
-        shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
     identity = {
         "agent": args.agent, "env": args.env, "config": cfg.to_dict(config), "seeds": seeds,
         **({"observe": list(args.observe)} if args.observe else {}),
         "total_steps": plan.total_steps, "num_chunks": plan.num_chunks, "eval_episodes": args.eval_episodes,
     }
+    opened = rundir.open_run_dir(args.out, identity, resume=args.resume, overwrite=args.overwrite)
+    if opened.complete:
+        return rundir.print_complete(opened.path)
+    run_dir, resuming = opened.path, opened.resume
     checkpointer = Checkpointer(
         run_dir, identity, every_steps=args.checkpoint_every_steps,
         every_minutes=args.checkpoint_every_minutes, keep=args.keep_checkpoints,
@@ -173,7 +177,7 @@ def train_command(args: argparse.Namespace) -> int:
         if writer is None:  # opened after a restore, so it knows where the logger was
             writer = records.MetricsWriter(run_dir, keep_lines=resumed["metrics_lines"])
             if args.tensorboard:
-                board = TensorBoardWriter(run_dir, seeds, purge_step=resumed.get("env_steps") if args.resume else None)
+                board = TensorBoardWriter(run_dir, seeds, purge_step=resumed.get("env_steps") if resuming else None)
         env_steps = int(np.max(metrics["env_steps"]))
         chunk_steps = plan.updates_per_chunk * plan.steps_per_update * len(seeds)
         sps = chunk_steps / max(elapsed - last["elapsed"], 1e-9)
@@ -199,7 +203,7 @@ def train_command(args: argparse.Namespace) -> int:
     started = time.time()
     try:
         result = run_training(
-            trainer, seeds, on_chunk=on_chunk, restore=restore if args.resume else None,
+            trainer, seeds, on_chunk=on_chunk, restore=restore if resuming else None,
             after_chunk=after_chunk,
         )
     finally:
@@ -211,27 +215,11 @@ def train_command(args: argparse.Namespace) -> int:
             board.close()
 
     per_seed = result.eval_returns.mean(axis=1)
-    estimate = mean_interval(per_seed)
-    run_seconds = resumed["run_seconds"] + result.run_seconds
-    print(records.format_eval_table(seeds, per_seed, estimate))
-    print(
-        f"compile {result.compile_seconds:.1f} s | run {run_seconds:.1f} s | "
-        f"{len(seeds) * result.total_steps / max(run_seconds, 1e-9):,.0f} steps/s | eval {result.eval_seconds:.1f} s"
+    rundir.finish_run(
+        run_dir, identity, per_seed, compile_seconds=result.compile_seconds,
+        run_seconds=resumed["run_seconds"] + result.run_seconds, eval_seconds=result.eval_seconds,
+        resumed_from=resumed["chunks_done"] if resuming else None, started=started, versions=records.versions(),
     )
-    path = records.write_results(run_dir, {
-        **identity,
-        "final_eval_return": {
-            "per_seed": per_seed, "mean": estimate.mean, "ci95": [estimate.low, estimate.high],
-        },
-        "compile_seconds": result.compile_seconds,
-        "run_seconds": run_seconds,
-        "eval_seconds": result.eval_seconds,
-        "steps_per_second": len(seeds) * result.total_steps / max(run_seconds, 1e-9),
-        "resumed_from_chunk": resumed["chunks_done"] if args.resume else None,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "versions": records.versions(),
-    })
-    print(f"wrote {path} and {run_dir / records.METRICS_FILE}")
     return 0
 
 
@@ -251,16 +239,43 @@ def plot_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def eval_command(args: argparse.Namespace) -> int:
+    from rlkit.runs import records, trained
+    from rlkit.stats import mean_interval
+
+    run = trained.load(args.run_dir)
+    seeds = run.seeds if args.seed is None else args.seed
+    returns = trained.evaluate_trained(run, args.episodes, seeds)
+    per_seed = returns.mean(axis=1)
+    print(records.format_eval_table(seeds, per_seed, mean_interval(per_seed)))
+    print(f"{returns.shape[1]} greedy episode(s) per seed of {run.results['agent']} on {run.results['env']} "
+          f"({run.backend} backend), from {run.run_dir}")
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from rlkit import plot
+
+    if not args.out.lower().endswith(".csv"):
+        raise ValueError(f"--out must name a .csv file, got {args.out!r}")
+    try:
+        path, rows = plot.export_csv(args.run_dirs, args.out)
+    except OSError as error:
+        raise ValueError(str(error)) from error
+    print(f"wrote {path} ({rows} rows)")
+    return 0
+
+
+COMMANDS = {"train": train_command, "plot": plot_command, "eval": eval_command, "export": export_command,
+            "sweep": sweep.command}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "train":
-            return train_command(args)
-        if args.command == "plot":
-            return plot_command(args)
-        if args.command == "sweep":
-            return sweep.command(args)
+        if args.command in COMMANDS:
+            return COMMANDS[args.command](args)
     except (ValueError, FileExistsError) as error:
         print(f"rlkit {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -174,3 +174,53 @@ def format_iqm_table(runs: list[Run], confidence: float = 0.95) -> str:
     note = ("IQM: interquartile mean of the per-seed final evaluation returns (25% trimmed mean); "
             "CI: percentile bootstrap over seeds, 2000 resamples (Agarwal et al., 2021).")
     return "\n".join([line(header), rule, *(line(row) for row in rows), note])
+
+
+def export_csv(run_dirs: list[str], out: str | os.PathLike) -> tuple[Path, int]:
+    """Write the runs' ``metrics.jsonl`` as one long CSV table: a row per run, seed and chunk.
+
+    Columns: ``run, agent, env, seed, chunk, env_steps`` and every per-seed metric (empty where a
+    run does not log it). Unfinished runs are exported too (their seeds from ``run.json``).
+    Returns the path and the number of rows.
+    """
+    import csv
+
+    tables = []
+    for run_dir in run_dirs:
+        path = Path(run_dir)
+        metrics_path = path / METRICS_FILE
+        if not metrics_path.is_file():
+            raise FileNotFoundError(f"run dir {str(run_dir)!r} has no {METRICS_FILE}")
+        described = {}
+        for name in (RESULTS_FILE, "run.json"):
+            if (path / name).is_file():
+                described = json.loads((path / name).read_text(encoding="utf-8"))
+                break
+        lines = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        tables.append((path.resolve().name, described, lines))
+    metrics = sorted({name for _, _, lines in tables for line in lines for name in line.get("per_seed", {})}
+                     - {"env_steps", "chunk"})
+    rows = 0
+    out = Path(out)
+    with open(out, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["run", "agent", "env", "seed", "chunk", "env_steps", *metrics])
+        for name, described, lines in tables:
+            for line in lines:
+                per_seed = line.get("per_seed", {})
+                count = max((len(v) for v in per_seed.values()), default=0)
+                seeds = described.get("seeds") or list(range(count))
+                for i in range(count):
+                    steps = per_seed.get("env_steps", [line.get("env_steps")] * count)[i]
+                    values = [_cell(per_seed[m][i]) if m in per_seed else "" for m in metrics]
+                    writer.writerow([name, described.get("agent", ""), described.get("env", ""), seeds[i],
+                                     line.get("chunk", ""), _cell(steps), *values])
+                    rows += 1
+    return out, rows
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell: integers as integers, missing values (null) empty."""
+    if value is None:
+        return ""
+    return int(value) if isinstance(value, float) and value.is_integer() else value

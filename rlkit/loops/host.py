@@ -161,6 +161,13 @@ class Actor:
         self.state = new_state
 
 
+def evaluate_actor(actor: Actor, environment: dm_env.Environment, episodes: int, seed: int) -> np.ndarray:
+    """Returns of ``episodes`` episodes of ``actor`` in ``environment``, its action keys seeded ``seed``."""
+    actor.key = jax.random.key(seed, impl=KEY_IMPL)
+    records = EnvironmentLoop(environment, actor, logger=lambda record: None).run(num_episodes=episodes)
+    return np.asarray([r["episode_return"] for r in records], np.float64)
+
+
 def print_logger(record: dict) -> None:
     """The default logger: one line per episode."""
     print(

@@ -40,7 +40,7 @@ import jax
 import numpy as np
 
 from rlkit.envs import environment_spec, make_host
-from rlkit.loops.host import KEY_IMPL, Actor, EnvironmentLoop
+from rlkit.loops.host import KEY_IMPL, Actor, evaluate_actor
 from rlkit.loops.reverb_feeders import REVERB_FEEDERS, HostSettings, example_step, example_transition
 from rlkit.replay import reverb as reverb_replay
 from rlkit.types import AgentFactory, Transition
@@ -323,9 +323,7 @@ class HostExperiment:
             self._eval_actor = Actor(self.agent, self.state, deterministic=True)
         actor = self._eval_actor
         actor.update_state(self.state)
-        actor.key = jax.random.key(seed, impl=KEY_IMPL)
-        records = EnvironmentLoop(self.make_env(seed), actor, logger=lambda record: None).run(num_episodes=episodes)
-        return np.asarray([r["episode_return"] for r in records], np.float64)
+        return evaluate_actor(actor, self.make_env(seed), episodes, seed)
 
     # -- checkpoints ----------------------------------------------------------------------------
 

@@ -132,11 +132,11 @@ class Checkpointer:
                 f"--resume: checkpoint {self.directory / str(step)} is unreadable ({error}); "
                 f"remove it to fall back to an older one, or start a new --out"
             ) from error
-        differences = _differences(metadata.get("identity", {}), self.identity)
-        if differences:
+        changed = differences(metadata.get("identity", {}), self.identity)
+        if changed:
             raise ValueError(
                 f"--resume: the checkpoint in {self.directory} belongs to a different run: "
-                + "; ".join(differences)
+                + "; ".join(changed)
             )
         try:
             saved = self._manager.restore(
@@ -154,7 +154,7 @@ class Checkpointer:
         self._manager.close()
 
 
-def _differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """Human-readable differences between two run identities, field by field."""
     out = []
     for name in sorted(set(saved) | set(current)):
@@ -187,3 +187,21 @@ def load(run_dir: str | Path, step: int | None = None) -> tuple[Any, dict[str, A
         return restored.state, restored.metadata
     finally:
         manager.close()
+
+
+def save_state(path: str | Path, tree: Any) -> None:
+    """Write one pytree (a finished seed's agent state) with orbax, replacing what was there."""
+    import orbax.checkpoint as ocp
+
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(Path(path).resolve(), _to_host(tree), force=True)
+        checkpointer.wait_until_finished()
+
+
+def restore_state(path: str | Path, like: Any) -> Any:
+    """A pytree written by ``save_state``, shaped like ``like`` (a freshly initialized one)."""
+    import orbax.checkpoint as ocp
+
+    with ocp.StandardCheckpointer() as checkpointer:
+        saved = checkpointer.restore(Path(path).resolve(), _abstract(like))
+    return _from_host(saved, like)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 REPLAY_DIR = "replay"
+FINAL_STATES_DIR = "final_states"  # each finished seed's agent state, for rlkit.load and rlkit eval
 WORLD_HINT = (
     "--backend reverb needs the Reverb world (dm-reverb and TensorFlow), which this Python environment "
     "does not have; run the same command there: bash scripts/run.sh reverb python -m rlkit train ... "
@@ -123,10 +124,9 @@ def train_command(args: argparse.Namespace) -> int:
     from rlkit.envs import environment_spec, make_host
     from rlkit.loops.device import plan_chunks
     from rlkit.replay.device import check_spec
-    from rlkit.runs import records
-    from rlkit.runs.checkpoint import CHECKPOINT_DIR, Checkpointer, has_checkpoints
+    from rlkit.runs import rundir
+    from rlkit.runs.checkpoint import CHECKPOINT_DIR, Checkpointer
     from rlkit.runs.runner import EVAL_SEED
-    from rlkit.stats import mean_interval
 
     # Everything is validated before Reverb is imported or anything compiles.
     require_reverb()
@@ -168,24 +168,17 @@ def train_command(args: argparse.Namespace) -> int:
         )
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     steps_per_chunk = plan.updates_per_chunk * plan.steps_per_update
-    finished = (Path(args.out) / records.RESULTS_FILE).exists()
-    if has_checkpoints(args.out) and not (args.resume or args.overwrite or finished):
-        raise FileExistsError(
-            f"--out {args.out}: holds checkpoints of an unfinished run; pass --resume to continue it, "
-            f"or choose another directory"
-        )
-    if args.resume and not has_checkpoints(args.out):
-        raise ValueError(f"--resume: {args.out} holds no checkpoint to resume from")
-    run_dir = records.prepare_run_dir(args.out, overwrite=args.overwrite, resume=args.resume)
-    if args.overwrite and not args.resume:
-        shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
-        shutil.rmtree(run_dir / REPLAY_DIR, ignore_errors=True)
-        (run_dir / records.RESULTS_FILE).unlink(missing_ok=True)
     identity = {
         "agent": args.agent, "env": args.env, "config": cfg.to_dict(config), "seeds": seeds,
         "total_steps": plan.total_steps, "num_chunks": plan.num_chunks, "eval_episodes": args.eval_episodes,
         "backend": "reverb", "host_envs": host_envs, "transitions_per_item": per_item,
     }
+    opened = rundir.open_run_dir(args.out, identity, resume=args.resume, overwrite=args.overwrite,
+                                 own_dirs=(CHECKPOINT_DIR, REPLAY_DIR, FINAL_STATES_DIR))
+    if opened.complete:
+        return rundir.print_complete(opened.path)
+    run_dir = opened.path
+    args.resume = opened.resume  # False where --resume found no checkpoint and starts afresh
     checkpointer = Checkpointer(
         run_dir, identity, every_steps=args.checkpoint_every_steps,
         every_minutes=args.checkpoint_every_minutes, keep=args.keep_checkpoints,
@@ -193,7 +186,7 @@ def train_command(args: argparse.Namespace) -> int:
     try:
         return _train(
             args, agent_module, config, env_spec, plan, seeds, steps_per_chunk, run_dir, identity,
-            checkpointer, EVAL_SEED, mean_interval,
+            checkpointer, EVAL_SEED,
         )
     finally:
         checkpointer.close()
@@ -201,11 +194,11 @@ def train_command(args: argparse.Namespace) -> int:
 
 def _train(
     args, agent_module, config, env_spec, plan, seeds, steps_per_chunk, run_dir, identity,
-    checkpointer, eval_seed, mean_interval,
+    checkpointer, eval_seed,
 ) -> int:
     import jax
 
-    from rlkit.runs import records
+    from rlkit.runs import records, rundir
 
     num_chunks = plan.num_chunks
     started = time.time()
@@ -248,28 +241,11 @@ def _train(
         progress.close()
 
     per_seed = np.asarray([np.mean(f["eval_returns"]) for f in run["finished"]])
-    estimate = mean_interval(per_seed)
-    run_seconds = run["run_seconds"]
-    total = len(seeds) * plan.total_steps
-    eval_seconds = sum(f["eval_seconds"] for f in run["finished"])
-    print(records.format_eval_table(seeds, per_seed, estimate))
-    print(
-        f"compile {run['compile_seconds']:.1f} s | run {run_seconds:.1f} s | "
-        f"{total / max(run_seconds, 1e-9):,.0f} steps/s | eval {eval_seconds:.1f} s"
+    rundir.finish_run(
+        run_dir, identity, per_seed, compile_seconds=run["compile_seconds"], run_seconds=run["run_seconds"],
+        eval_seconds=sum(f["eval_seconds"] for f in run["finished"]), resumed_from=resumed_from, started=started,
+        versions=_versions(), extra={"per_seed": run["finished"]}, metrics_path=table.path,
     )
-    path = records.write_results(run_dir, {
-        **identity,
-        "final_eval_return": {"per_seed": per_seed, "mean": estimate.mean, "ci95": [estimate.low, estimate.high]},
-        "compile_seconds": run["compile_seconds"],
-        "run_seconds": run_seconds,
-        "eval_seconds": eval_seconds,
-        "steps_per_second": total / max(run_seconds, 1e-9),
-        "resumed_from_chunk": resumed_from,
-        "per_seed": run["finished"],
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "versions": _versions(),
-    })
-    print(f"wrote {path} and {table.path}")
     return 0
 
 
@@ -278,6 +254,8 @@ def _train_seeds(
     reverb_experiment, run, table, progress, restored,
 ) -> None:
     """Train the seeds from ``run["seed_index"]`` on, one after another, updating ``run`` and ``table``."""
+    from rlkit.runs.checkpoint import save_state
+
     num_chunks = plan.num_chunks
     boards = {}
     for seed_index in range(run["seed_index"], len(seeds)):
@@ -344,6 +322,7 @@ def _train_seeds(
                 "updates": experiment.updates, "episodes": experiment.episodes,
             })
             progress.note(f"seed {seed}: final greedy return {returns.mean():.2f}")
+            save_state(run_dir / FINAL_STATES_DIR / f"seed_{seed}", experiment.state)
             # The seed is done: save its final state (the replay is no longer needed).
             run.update(seed_index=seed_index + 1, seed_chunks=0, seed_seconds=0.0, counters=None,
                        replay_checkpoint=None)

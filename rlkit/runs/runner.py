@@ -93,6 +93,11 @@ def _single_run(fn: Callable) -> Callable:
     return run_one
 
 
+def batched(fn: Callable, runs: int) -> Callable:
+    """``fn`` over a leading axis of ``runs`` runs: ``jax.vmap``, or ``_single_run`` for one."""
+    return jax.vmap(fn) if runs > 1 else _single_run(fn)
+
+
 class _Deferred:
     """A compiled function still compiling in the background; the first call waits for it."""
 
@@ -135,10 +140,9 @@ def compile_training(
             raise ValueError(f"hparams[{name!r}] needs one value per run ({len(seeds)}), got shape {values.shape}")
     eval_keys = seed_keys([eval_seed + s for s in seeds])  # the same seed evaluates alike
 
-    batched = jax.vmap if len(seeds) > 1 else _single_run
-    init_fn = jax.jit(batched(trainer.init))
-    chunk_fn = jax.jit(batched(trainer.run_chunk), donate_argnums=0)
-    eval_fn = jax.jit(batched(trainer.evaluate))
+    init_fn = jax.jit(batched(trainer.init, len(seeds)))
+    chunk_fn = jax.jit(batched(trainer.run_chunk, len(seeds)), donate_argnums=0)
+    eval_fn = jax.jit(batched(trainer.evaluate, len(seeds)))
     abstract = jax.eval_shape(init_fn, keys, hp)
 
     def timed(phase: str, lowered: Callable[[], Any]):

@@ -51,6 +51,15 @@ def test_train_backend_reverb_writes_the_device_records(tmp_path, reverb_module)
     run = load_run(out)
     assert run.values.shape == (2, 3) and list(run.final_eval) == results["final_eval_return"]["per_seed"]
 
+    # rlkit eval loads each seed's final state and replays its evaluation: the same returns.
+    again = subprocess.run([sys.executable, "-m", "rlkit", "eval", str(out)], capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    table = [line.split() for line in again.stdout.splitlines() if line.split()[:1] in (["0"], ["1"])]
+    expected = [f"{value:.2f}" for value in results["final_eval_return"]["per_seed"]]
+    assert [row[1] for row in table] == expected, again.stdout
+    assert "reverb backend" in again.stdout
+
 
 def test_sigkill_then_resume_keeps_the_replay(tmp_path, reverb_module):
     out = tmp_path / "killed"

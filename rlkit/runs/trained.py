@@ -1,0 +1,191 @@
+"""A finished ``train`` run loaded back: its agent, final state per seed and environment.
+
+``load(RUN_DIR)`` reads what the run recorded (``results.json`` names the agent, environment,
+config and seeds) and the final agent state of every seed: the last checkpoint of a device run,
+``final_states/seed_S`` of a Reverb run. ``evaluate_trained`` replays the final greedy evaluation with the
+same keys, so ``rlkit eval RUN_DIR`` prints the returns ``results.json`` holds for the same seeds
+and episode count. Nothing here needs Reverb: a Reverb run is evaluated on its host environment
+with the host ``Actor``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from rlkit.types import Agent, AgentState
+
+HOST_BACKEND = "reverb"
+
+
+class TrainedRun(NamedTuple):
+    """A finished run, ready for ``agent.act``.
+
+    Attributes:
+      agent: the agent, built for the run's environment and step budget.
+      agent_state: the final agent state of every seed, leading axis over ``seeds``.
+      env: the device environment (``rlkit.envs.make``'s), or for a Reverb run a
+        ``seed -> dm_env.Environment`` factory of its host environment.
+      config: the agent's config as trained.
+      seeds: the run's seeds, in the order of ``agent_state``'s leading axis.
+      backend: ``"device"`` or ``"reverb"``.
+      results: the run's ``results.json``.
+      run_dir: where it was loaded from.
+    """
+
+    agent: Agent
+    agent_state: AgentState
+    env: Any
+    config: Any
+    seeds: list[int]
+    backend: str
+    results: dict[str, Any]
+    run_dir: Path
+
+    def state(self, seed: int) -> AgentState:
+        """The final agent state of one seed (no leading axis)."""
+        return jax.tree.map(lambda x: x[self.index(seed)], self.agent_state)
+
+    def index(self, seed: int) -> int:
+        if seed not in self.seeds:
+            raise ValueError(f"--seed {seed}: the run in {self.run_dir} trained seeds {self.seeds}")
+        return self.seeds.index(seed)
+
+
+def _results(run_dir: Path) -> dict[str, Any]:
+    from rlkit.runs.records import RESULTS_FILE
+
+    path = run_dir / RESULTS_FILE
+    if not path.exists():
+        what = "no such directory" if not run_dir.is_dir() else f"no {RESULTS_FILE}: the run has not finished"
+        raise ValueError(f"RUN_DIR {run_dir}: {what} (train it to the end, or --resume it)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _config(module: Any, saved: dict[str, Any]) -> Any:
+    """The agent's Config from its JSON form (lists back to tuples), validated as it was."""
+    fields = {f.name for f in dataclasses.fields(module.Config)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in fields}
+    return module.Config(**values)
+
+
+def load(run_dir: str | Path) -> TrainedRun:
+    """Load a finished run's agent, final state per seed and environment (device or Reverb runs)."""
+    from rlkit import agents
+
+    run_dir = Path(run_dir)
+    results = _results(run_dir)
+    module = agents.get(results["agent"])
+    config = _config(module, results["config"])
+    if results.get("backend", "device") == HOST_BACKEND:
+        return _load_host(run_dir, results, module, config)
+    return _load_device(run_dir, results, module, config)
+
+
+def _device_trainer(results: dict[str, Any], module: Any, config: Any, eval_episodes: int) -> tuple[Any, Any]:
+    from rlkit import envs
+    from rlkit.loops.device import RunConfig, make_trainer
+
+    observe = results.get("observe")
+    env = envs.make(results["env"], observe=tuple(observe) if observe else None)
+    run = RunConfig(total_steps=results["total_steps"], num_chunks=results["num_chunks"],
+                    eval_episodes=eval_episodes)
+    return env, make_trainer(module, config, env, run)
+
+
+def _load_device(run_dir: Path, results: dict[str, Any], module: Any, config: Any) -> TrainedRun:
+    import orbax.checkpoint as ocp
+
+    from rlkit.runs.checkpoint import CHECKPOINT_DIR
+    from rlkit.runs.runner import seed_keys
+
+    env, trainer = _device_trainer(results, module, config, results["eval_episodes"])
+    seeds = list(results["seeds"])
+    raw = jax.eval_shape(lambda k: _key_data(jax.vmap(trainer.init)(k, {})), seed_keys(seeds))
+    manager = ocp.CheckpointManager((run_dir / CHECKPOINT_DIR).resolve(),
+                                    options=ocp.CheckpointManagerOptions(create=False))
+    try:
+        step = manager.latest_step()
+        if step != trainer.plan.num_chunks:
+            raise ValueError(f"RUN_DIR {run_dir}: its last checkpoint is after chunk {step}, not the final "
+                             f"chunk {trainer.plan.num_chunks}; the final state is missing")
+        saved = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(raw))).state
+    finally:
+        manager.close()
+    agent = module.make(config, env.spec, trainer.plan.total_steps)
+    state = jax.tree.map(np.asarray, saved.agent_state)
+    return TrainedRun(agent, state, env, config, seeds, "device", results, run_dir)
+
+
+def _key_data(tree: Any) -> Any:
+    is_key = lambda x: jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)  # noqa: E731
+    return jax.tree.map(lambda x: jax.random.key_data(x) if is_key(x) else x, tree)
+
+
+def _load_host(run_dir: Path, results: dict[str, Any], module: Any, config: Any) -> TrainedRun:
+    from rlkit.envs import environment_spec, make_host
+    from rlkit.loops.host import KEY_IMPL
+    from rlkit.runs.checkpoint import restore_state
+    from rlkit.runs.host import FINAL_STATES_DIR
+
+    env_id = results["env"]
+    make_env: Callable[[int], Any] = lambda seed: make_host(env_id, seed=seed)  # noqa: E731
+    agent = module.make(config, environment_spec(make_env(0)), results["total_steps"])
+    like = agent.init(jax.random.key(0, impl=KEY_IMPL))
+    seeds = list(results["seeds"])
+    states = []
+    for seed in seeds:
+        path = run_dir / FINAL_STATES_DIR / f"seed_{seed}"
+        if not path.is_dir():
+            raise ValueError(f"RUN_DIR {run_dir}: no final state for seed {seed} ({path}); runs trained before "
+                             "rlkit saved final states cannot be loaded")
+        states.append(restore_state(path, like))
+    stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *states)
+    return TrainedRun(agent, stacked, make_env, config, seeds, HOST_BACKEND, results, run_dir)
+
+
+def evaluate_trained(run: TrainedRun, episodes: int | None = None, seeds: Sequence[int] | None = None) -> np.ndarray:
+    """Greedy returns ``[len(seeds), episodes]`` with the keys the run's final evaluation used.
+
+    ``episodes`` defaults to the run's ``eval_episodes`` and ``seeds`` to all of its seeds; with
+    both at their defaults the per-seed means equal ``results.json``'s.
+    """
+    from rlkit.runs.runner import EVAL_SEED
+
+    episodes = run.results["eval_episodes"] if episodes is None else episodes
+    if episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {episodes}")
+    seeds = run.seeds if seeds is None else list(seeds)
+    indices = [run.index(seed) for seed in seeds]
+    if run.backend == HOST_BACKEND:
+        return _evaluate_host(run, episodes, seeds, indices, EVAL_SEED)
+    return _evaluate_device(run, episodes, seeds, indices, EVAL_SEED)
+
+
+def _evaluate_host(run: TrainedRun, episodes: int, seeds: list[int], indices: list[int], eval_seed: int):
+    from rlkit.loops.host import Actor, evaluate_actor
+
+    out = []
+    for seed, index in zip(seeds, indices):
+        state = jax.tree.map(lambda x: x[index], run.agent_state)
+        actor = Actor(run.agent, state, deterministic=True)
+        out.append(evaluate_actor(actor, run.env(eval_seed + seed), episodes, eval_seed + seed))
+    return np.stack(out)
+
+
+def _evaluate_device(run: TrainedRun, episodes: int, seeds: list[int], indices: list[int], eval_seed: int):
+    from rlkit.agents import get
+    from rlkit.runs.runner import batched, default_compiler_options, seed_keys
+
+    _, trainer = _device_trainer(run.results, get(run.results["agent"]), run.config, episodes)
+    state = jax.tree.map(lambda x: x[np.asarray(indices)], run.agent_state)
+    keys = seed_keys([eval_seed + seed for seed in seeds])
+    evaluate_fn = jax.jit(batched(trainer.evaluate, len(seeds)))
+    compiled = evaluate_fn.lower(state, keys, {}).compile(compiler_options=default_compiler_options())
+    return np.asarray(compiled(state, keys, {}))

@@ -1,0 +1,116 @@
+"""Using a finished run: rlkit.load, rlkit eval and rlkit export; run directories that survive being killed early."""
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import rlkit
+from rlkit.cli import main
+
+TINY = ["--agent", "ppo", "--env", "CartPole-v1", "--chunks", "2", "--eval-episodes", "3", "--quiet",
+        "--set", "num_envs=4", "--set", "num_steps=32", "--set", "hidden_sizes=16,16"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A tiny PPO run of two seeds, trained to the end once for the module."""
+    out = tmp_path_factory.mktemp("runs") / "ppo"
+    assert main(["train", *TINY, "--seeds", "2", "--steps", "2048", "--out", str(out)]) == 0
+    return out
+
+
+def eval_table(printed: str) -> dict[int, float]:
+    rows = [line.split() for line in printed.splitlines()]
+    return {int(row[0]): float(row[1]) for row in rows if len(row) == 2 and row[0].isdigit()}
+
+
+def test_eval_prints_the_returns_results_json_holds(finished_run, capsys):
+    results = json.loads((finished_run / "results.json").read_text())
+    capsys.readouterr()
+    assert main(["eval", str(finished_run)]) == 0
+    printed = eval_table(capsys.readouterr().out)
+    assert printed == {seed: round(value, 2) for seed, value in zip(results["seeds"],
+                                                                   results["final_eval_return"]["per_seed"])}
+    assert main(["eval", str(finished_run), "--seed", "1", "--episodes", "5"]) == 0
+    assert list(eval_table(capsys.readouterr().out)) == [1]
+    assert main(["eval", str(finished_run), "--seed", "7"]) == 2
+    assert "--seed 7: the run in" in capsys.readouterr().err
+
+
+def test_load_returns_the_agent_its_final_states_and_the_environment(finished_run):
+    run = rlkit.load(finished_run)
+    assert run.seeds == [0, 1] and run.backend == "device" and run.config.hidden_sizes == (16, 16)
+    params = jax.tree.leaves(run.agent_state)
+    assert params and all(leaf.shape[0] == 2 for leaf in params)
+    assert not all(np.array_equal(a[0], a[1]) for a in params), "the two seeds trained to the same state"
+    obs, _ = run.env.reset(jax.random.key(0))
+    out = run.agent.act(run.state(1), obs[None], run.agent.init_carry(1), jax.random.key(1), deterministic=True)
+    assert out.action.shape == (1,) and int(out.action[0]) in (0, 1)
+    returns = rlkit.evaluate_trained(run)
+    expected = json.loads((finished_run / "results.json").read_text())["final_eval_return"]["per_seed"]
+    np.testing.assert_allclose(returns.mean(axis=1), expected, rtol=1e-6)
+
+
+def test_export_writes_a_row_per_seed_and_chunk(finished_run, tmp_path, capsys):
+    out = tmp_path / "metrics.csv"
+    assert main(["export", str(finished_run), "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 2 * 2 and {row["seed"] for row in rows} == {"0", "1"}
+    assert rows[-1]["env_steps"] == "2048" and rows[0]["agent"] == "ppo" and float(rows[0]["loss"]) != 0
+    assert main(["export", str(finished_run), "--out", str(tmp_path / "x.txt")]) == 2
+
+
+def test_resume_of_a_finished_run_succeeds_without_training(finished_run, capsys):
+    before = (finished_run / "results.json").read_text()
+    start = time.perf_counter()
+    assert main(["train", *TINY, "--seeds", "2", "--steps", "2048", "--out", str(finished_run), "--resume"]) == 0
+    assert "already complete" in capsys.readouterr().out
+    assert time.perf_counter() - start < 5 and (finished_run / "results.json").read_text() == before
+    # Another run's command line is refused, naming what differs.
+    assert main(["train", *TINY, "--seeds", "3", "--steps", "2048", "--out", str(finished_run), "--resume"]) == 2
+    assert "holds a different run: seeds was [0, 1], now [0, 1, 2]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("below_file, message", [("", "is a file, not a directory"), ("run", "cannot be written")])
+def test_an_unusable_out_is_a_one_line_error_before_compiling(tmp_path, capsys, below_file, message):
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / below_file if below_file else tmp_path / "file"
+    start = time.perf_counter()
+    assert main(["train", *TINY, "--steps", "5e5", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert time.perf_counter() - start < 5
+
+
+@pytest.mark.once
+def test_sigkill_before_the_first_checkpoint_then_resume_finishes(tmp_path):
+    """Killed before any checkpoint: the same command plus --resume starts afresh and writes results."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "rlkit", "train", *TINY, "--steps", "65536", "--chunks", "64",
+               "--checkpoint-every-minutes", "60", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    metrics = out / "metrics.jsonl"
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no metrics appeared"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert not (out / "results.json").exists() and not (out / "checkpoints").exists() or not any(
+        p.name.isdigit() for p in (out / "checkpoints").iterdir())
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "already holds metrics.jsonl" in refused.stderr
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "holds no checkpoint of this run yet; starting it afresh" in resumed.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["resumed_from_chunk"] is None and results["total_steps"] == 65536
+    assert len(metrics.read_text().splitlines()) == 64
