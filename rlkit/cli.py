@@ -109,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--episodes", type=int, default=None, help="episodes per seed (default: the run's)")
     evaluate.add_argument("--seed", type=int, action="append", default=None, metavar="S",
                           help="evaluate only this training seed (repeatable; default: all of the run's)")
+    render = commands.add_parser(
+        "render", help="write a GIF of a finished run's greedy episodes",
+        description="Load a finished device run and draw greedy episodes of one seed's final policy, a frame per "
+                    "step (classic control from the state, MinAtar and other grid environments from the image).",
+    )
+    render.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by 'train --out'")
+    render.add_argument("--out", default="episode.gif", help="GIF to write (default episode.gif)")
+    render.add_argument("--seed", type=int, default=None, metavar="S", help="training seed (default: the run's first)")
+    render.add_argument("--episodes", type=int, default=1, metavar="K", help="episodes, one after another (default 1)")
+    render.add_argument("--fps", type=int, default=30, help="frames per second (default 30)")
     export = commands.add_parser(
         "export", help="write run directories' metrics.jsonl as one CSV table (a row per run, seed and chunk)",
     )
@@ -253,6 +263,35 @@ def eval_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def render_command(args: argparse.Namespace) -> int:
+    import jax
+
+    from rlkit import render
+    from rlkit.runs import trained
+    from rlkit.runs.runner import EVAL_SEED
+
+    if not args.out.lower().endswith(".gif"):
+        raise ValueError(f"--out must name a .gif file, got {args.out!r}")
+    if args.episodes < 1 or args.fps < 1:
+        raise ValueError(f"--episodes and --fps must be >= 1, got {args.episodes} and {args.fps}")
+    run = trained.load(args.run_dir)
+    if run.backend != "device":
+        raise ValueError(f"render: draws device runs (gymnax environments); {args.run_dir} ran {run.results['env']} "
+                         f"on the {run.backend} backend")
+    render.renderable(run.env)
+    seed = run.seeds[0] if args.seed is None else args.seed
+    episodes = render.record_episodes(run.env, run.agent, run.state(seed), jax.random.key(EVAL_SEED + seed),
+                                      args.episodes)
+    try:
+        frames = render.write_gif(run.env, episodes, args.out, fps=args.fps)
+    except OSError as error:
+        raise ValueError(f"--out {args.out}: cannot be written ({error.strerror or error})") from None
+    lengths = ", ".join(str(e.length) for e in episodes)
+    returns = ", ".join(f"{e.episode_return:.1f}" for e in episodes)
+    print(f"wrote {args.out}: {frames} frames, seed {seed}, episode lengths {lengths}, returns {returns}")
+    return 0
+
+
 def export_command(args: argparse.Namespace) -> int:
     from rlkit import plot
 
@@ -266,8 +305,8 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": train_command, "plot": plot_command, "eval": eval_command, "export": export_command,
-            "sweep": sweep.command}
+COMMANDS = {"train": train_command, "plot": plot_command, "eval": eval_command, "render": render_command,
+            "export": export_command, "sweep": sweep.command}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -114,3 +114,42 @@ def test_sigkill_before_the_first_checkpoint_then_resume_finishes(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["resumed_from_chunk"] is None and results["total_steps"] == 65536
     assert len(metrics.read_text().splitlines()) == 64
+
+
+def gif_frames(path) -> int:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "GIF"
+        return image.n_frames
+
+
+def test_render_writes_a_frame_per_step_of_the_episodes_it_reports(finished_run, tmp_path, capsys):
+    out = tmp_path / "episode.gif"
+    assert main(["render", str(finished_run), "--out", str(out), "--seed", "1", "--episodes", "2"]) == 0
+    printed = capsys.readouterr().out
+    lengths = [int(x) for x in printed.split("episode lengths ")[1].split(", returns")[0].split(", ")]
+    assert len(lengths) == 2 and all(length >= 1 for length in lengths)
+    assert gif_frames(out) == sum(lengths) and f"{sum(lengths)} frames" in printed
+    assert main(["render", str(finished_run), "--out", str(tmp_path / "x.mp4")]) == 2
+    assert "--out must name a .gif file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("env_id", ["Breakout-MinAtar", "Catch-bsuite", "Pendulum-v1"])
+def test_render_draws_grid_and_classic_environments(env_id, tmp_path):
+    from rlkit import agents, envs, render
+
+    env = envs.make(env_id)
+    render.renderable(env)
+    agent = agents.get("ppo").make(agents.get("ppo").Config(hidden_sizes=(8,)), env.spec, 1000)
+    episodes = render.record_episodes(env, agent, agent.init(jax.random.key(0)), jax.random.key(1), 1)
+    assert 1 <= episodes[0].length <= env.max_episode_steps
+    path = tmp_path / "episode.gif"
+    assert render.write_gif(env, episodes[:1], path) == episodes[0].length == gif_frames(path)
+
+
+def test_render_refuses_what_it_cannot_draw():
+    from rlkit import envs, render
+
+    with pytest.raises(ValueError, match="no renderer for MemoryChain-bsuite"):
+        render.renderable(envs.make("MemoryChain-bsuite"))
