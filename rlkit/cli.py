@@ -80,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--chunks", type=int, default=10, help="about how many chunks (log points) per run")
     train.add_argument("--quiet", action="store_true", help="no progress output")
     train.add_argument("--tensorboard", action="store_true", help="also log chunk metrics to OUT/tensorboard")
+    train.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (needs rlkit[wandb])")
+    train.add_argument("--wandb-project", default="rlkit", help="W&B project (default rlkit)")
+    train.add_argument("--wandb-entity", default=None, help="W&B entity (default: your default entity)")
+    train.add_argument("--wandb-group", default=None, help="W&B group, e.g. one per sweep or experiment")
+    train.add_argument(
+        "--wandb-mode", choices=("online", "offline", "disabled"), default=None,
+        help="W&B mode (default: WANDB_MODE, else online); offline needs no account or network",
+    )
     train.add_argument("--overwrite", action="store_true", help="replace the records of an earlier run in --out")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     train.add_argument(
@@ -180,6 +188,12 @@ def train_command(args: argparse.Namespace) -> int:
 
     writer = None
     board = None
+    tracker = None
+    if args.wandb:
+        from rlkit.runs.wandb_logger import WandbWriter
+
+        tracker = WandbWriter(run_dir, identity, seeds, project=args.wandb_project, entity=args.wandb_entity,
+                              group=args.wandb_group, mode=args.wandb_mode)
     last = {"elapsed": 0.0, "env_steps": 0}
 
     def on_chunk(index: int, metrics: dict, elapsed: float) -> None:
@@ -200,6 +214,8 @@ def train_command(args: argparse.Namespace) -> int:
         progress.update(env_steps, sps, mean["episode_return"])
         if board is not None:
             board.write(env_steps, mean, metrics)
+        if tracker is not None:
+            tracker.write(env_steps, mean, metrics)
         if index + 1 == plan.num_chunks:
             progress.note(f"evaluating {args.eval_episodes} episodes x {len(seeds)} seed(s) with the deterministic policy")
 
@@ -216,20 +232,23 @@ def train_command(args: argparse.Namespace) -> int:
             trainer, seeds, on_chunk=on_chunk, restore=restore if resuming else None,
             after_chunk=after_chunk,
         )
+        progress.close()  # before the table, so a terminal's progress bar is gone
+        per_seed = result.eval_returns.mean(axis=1)
+        rundir.finish_run(
+            run_dir, identity, per_seed, compile_seconds=result.compile_seconds,
+            run_seconds=resumed["run_seconds"] + result.run_seconds, eval_seconds=result.eval_seconds,
+            resumed_from=resumed["chunks_done"] if resuming else None, started=started, versions=records.versions(),
+        )
+        if tracker is not None:
+            from rlkit.runs.wandb_logger import learning_curves
+
+            tracker.finish(per_seed, learning_curves(run_dir))
     finally:
         progress.close()
         checkpointer.close()
-        if writer is not None:
-            writer.close()
-        if board is not None:
-            board.close()
-
-    per_seed = result.eval_returns.mean(axis=1)
-    rundir.finish_run(
-        run_dir, identity, per_seed, compile_seconds=result.compile_seconds,
-        run_seconds=resumed["run_seconds"] + result.run_seconds, eval_seconds=result.eval_seconds,
-        resumed_from=resumed["chunks_done"] if resuming else None, started=started, versions=records.versions(),
-    )
+        for closable in (writer, board, tracker):
+            if closable is not None:
+                closable.close()
     return 0
 
 

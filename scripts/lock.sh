@@ -23,10 +23,13 @@ common=(-q -p 3.11 --python-platform x86_64-manylinux_2_28)
 
 header="# Regenerate both locks: bash scripts/lock.sh   (install: bash scripts/env.sh WORLD)"
 
-# Both worlds carry the host environments (envs: gymnasium, dm-control, mujoco) for rlkit.envs.make_host.
-"$UV" pip compile pyproject.toml --extra dev --extra tensorboard --extra envs "${common[@]}" "$@" \
+# Both worlds carry the host environments (envs: gymnasium, dm-control, mujoco) for rlkit.envs.make_host,
+# W&B logging and what executes the quickstart notebook.
+"$UV" pip compile pyproject.toml --extra dev --extra tensorboard --extra envs --extra wandb --extra notebook \
+  "${common[@]}" "$@" \
   -o requirements/core.lock
-"$UV" pip compile pyproject.toml --extra reverb --extra dev --extra tensorboard --extra envs \
+"$UV" pip compile pyproject.toml --extra reverb --extra dev --extra tensorboard --extra envs --extra wandb \
+  --extra notebook \
   --override requirements/reverb-overrides.txt "${common[@]}" "$@" \
   -o requirements/reverb.lock
 

@@ -62,16 +62,19 @@ class MetricsTable:
     has not reached it yet, so ``rlkit plot`` reads it at any time.
     """
 
-    def __init__(self, run_dir: Path, num_seeds: int, history: list[list[dict]] | None = None):
+    def __init__(self, run_dir: Path, num_seeds: int, history: list[list[dict]] | None = None, on_add=None):
         self.path = run_dir / "metrics.jsonl"
         self.num_seeds = num_seeds
         self.history = history if history is not None else [[] for _ in range(num_seeds)]
+        self.on_add = on_add  # (seed_index, metrics) -> None, e.g. a W&B writer
 
     def add(self, seed_index: int, metrics: dict[str, float]) -> None:
         from rlkit.runs.records import jsonable
 
         self.history[seed_index].append(jsonable(dict(metrics)))  # JSON-able: it goes into checkpoints
         self.write()
+        if self.on_add is not None:
+            self.on_add(seed_index, metrics)
 
     def lines(self) -> list[dict]:
         from rlkit.runs.records import jsonable
@@ -226,7 +229,14 @@ def _train(
         run.update({k: restored.metadata[k] for k in run})
         history = restored.metadata["history"]
         resumed_from = restored.chunks_done
-    table = MetricsTable(run_dir, len(seeds), history)
+    tracker = None
+    if getattr(args, "wandb", False):
+        from rlkit.runs.wandb_logger import WandbWriter
+
+        tracker = WandbWriter(run_dir, identity, seeds, project=args.wandb_project, entity=args.wandb_entity,
+                              group=args.wandb_group, mode=args.wandb_mode)
+    table = MetricsTable(run_dir, len(seeds), history,
+                         on_add=None if tracker is None else lambda i, metrics: tracker.write_seed(seeds[i], metrics))
     table.write()  # a resumed run's metrics.jsonl goes back to where its checkpoint was
     done_steps = run["seed_index"] * plan.total_steps + run["seed_chunks"] * steps_per_chunk
     progress = records.Progress(len(seeds) * plan.total_steps, quiet=args.quiet, initial=done_steps)
@@ -237,15 +247,21 @@ def _train(
             args, agent_module, config, plan, seeds, steps_per_chunk, run_dir, checkpointer, eval_seed,
             reverb_experiment, run, table, progress, restored if args.resume else None,
         )
+        progress.close()
+        per_seed = np.asarray([np.mean(f["eval_returns"]) for f in run["finished"]])
+        rundir.finish_run(
+            run_dir, identity, per_seed, compile_seconds=run["compile_seconds"], run_seconds=run["run_seconds"],
+            eval_seconds=sum(f["eval_seconds"] for f in run["finished"]), resumed_from=resumed_from,
+            started=started, versions=_versions(), extra={"per_seed": run["finished"]}, metrics_path=table.path,
+        )
+        if tracker is not None:
+            from rlkit.runs.wandb_logger import learning_curves
+
+            tracker.finish(per_seed, learning_curves(run_dir))
     finally:
         progress.close()
-
-    per_seed = np.asarray([np.mean(f["eval_returns"]) for f in run["finished"]])
-    rundir.finish_run(
-        run_dir, identity, per_seed, compile_seconds=run["compile_seconds"], run_seconds=run["run_seconds"],
-        eval_seconds=sum(f["eval_seconds"] for f in run["finished"]), resumed_from=resumed_from, started=started,
-        versions=_versions(), extra={"per_seed": run["finished"]}, metrics_path=table.path,
-    )
+        if tracker is not None:
+            tracker.close()
     return 0
 
 
