@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> float:
 
     # 2. The replay: one Reverb table of n-step transitions; its rate limiter holds the replay ratio.
     example = example_transition(env_spec)
-    samples_per_insert = spec.batch_size / spec.steps_per_update
+    samples_per_insert = spec.batch_size / spec.steps_per_iteration
     tables = reverb_replay.make_tables(
         spec, example, samples_per_insert=samples_per_insert, error_buffer=64 * samples_per_insert + 4 * spec.batch_size
     )
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> float:
         nonlocal env_steps
         writer(transition)
         env_steps += 1
-        if env_steps % spec.steps_per_update == 0 and writer.items_written >= spec.min_size:
+        if env_steps % spec.steps_per_iteration == 0 and writer.items_written >= spec.min_size:
             if learner.steps == 0:
                 writer.flush()  # the rate limiter counts confirmed items only
             learner.step()

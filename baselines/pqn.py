@@ -124,8 +124,8 @@ def make(config: Config, spec: rlkit.EnvSpec, total_steps: int | None = None) ->
         loss = 0.5 * jnp.mean((q_taken - batch["target"]) ** 2)
         return loss, {"loss": loss, "q_mean": jnp.mean(q_taken)}
 
-    def minibatch_step(carry, batch):
-        params, opt_state = carry
+    def minibatch_step(learner, batch):
+        params, opt_state = learner
         grads, metrics = jax.grad(loss_fn, has_aux=True)(params, batch)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), metrics
@@ -140,12 +140,12 @@ def make(config: Config, spec: rlkit.EnvSpec, total_steps: int | None = None) ->
         data = {"obs": rollout.obs, "action": rollout.action, "target": target}
         data = jax.tree.map(lambda x: x.reshape(batch_size, *x.shape[2:]), data)
 
-        def epoch(carry, epoch_key):
+        def epoch(learner, epoch_key):
             order = jax.random.permutation(epoch_key, batch_size)
             minibatches = jax.tree.map(
                 lambda x: x[order].reshape(config.num_minibatches, minibatch_size, *x.shape[1:]), data
             )
-            return jax.lax.scan(minibatch_step, carry, minibatches)
+            return jax.lax.scan(minibatch_step, learner, minibatches)
 
         (params, opt_state), metrics = jax.lax.scan(
             epoch, (state.params, state.opt_state), jax.random.split(key, config.num_epochs)

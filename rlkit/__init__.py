@@ -1,6 +1,6 @@
 """rlkit: a functional, pure-JAX reinforcement-learning research kit.
 
-Agents are ``Agent(init, act, update)`` triples of pure functions over one
+An agent is ``Agent(init, act, update, init_carry)``, four pure functions over one
 pytree; the training loop is a jitted ``lax.scan`` that vmaps over seeds and
 hyperparameters. The core never imports TensorFlow or Reverb.
 """
@@ -8,7 +8,7 @@ hyperparameters. The core never imports TensorFlow or Reverb.
 from rlkit import agents, config, envs, networks, presets, replay
 from rlkit.agents import dqn, ppo
 from rlkit.envs import make as make_env
-from rlkit.loops.device import RunConfig, TrainCarry, Trainer, evaluate_policy, make_trainer
+from rlkit.loops.device import RunConfig, RunState, Trainer, evaluate_policy, make_trainer
 from rlkit.runs.runner import CompiledRun, TrainingResult, compile_training, run_training, seed_keys
 from rlkit.runs.trained import TrainedRun, evaluate_trained, load
 from rlkit.stats import mean_interval
@@ -25,7 +25,7 @@ from rlkit.types import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActOutput", "Agent", "AgentFactory", "CompiledRun", "EnvSpec", "ExperienceSpec", "RunConfig", "TrainCarry", "Trainer",
+    "ActOutput", "Agent", "AgentFactory", "CompiledRun", "EnvSpec", "ExperienceSpec", "RunConfig", "RunState", "Trainer",
     "TrainedRun", "TrainingResult", "Trajectory", "Transition", "agents", "compile_training", "config", "dqn", "envs", "evaluate_policy",
     "evaluate_trained", "load", "make_env", "make_trainer", "mean_interval", "networks", "ppo", "presets", "replay", "run_training", "seed_keys",
 ]

@@ -138,9 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def train_command(args: argparse.Namespace) -> int:
     if getattr(args, "backend", "device") == "reverb":  # the host path; imports Reverb only after checking
-        from rlkit.runs import host
+        from rlkit.runs import reverb_runner
 
-        return host.train_command(args)
+        return reverb_runner.train_command(args)
     from rlkit import agents, envs, presets
     from rlkit import config as cfg
     from rlkit.loops.device import RunConfig, make_trainer
@@ -180,11 +180,11 @@ def train_command(args: argparse.Namespace) -> int:
     )
     resumed = {"chunks_done": 0, "run_seconds": 0.0, "metrics_lines": None}
 
-    def restore(fresh_carry):
-        restored = checkpointer.restore_latest(fresh_carry)
+    def restore(fresh):
+        restored = checkpointer.restore_latest(fresh)
         resumed.update(restored.metadata)
         progress.note(f"resumed from {checkpointer.directory / str(restored.chunks_done)}")
-        return restored.carry, restored.chunks_done
+        return restored.run_state, restored.chunks_done
 
     writer = None
     board = None
@@ -203,7 +203,7 @@ def train_command(args: argparse.Namespace) -> int:
             if args.tensorboard:
                 board = TensorBoardWriter(run_dir, seeds, purge_step=resumed.get("env_steps") if resuming else None)
         env_steps = int(np.max(metrics["env_steps"]))
-        chunk_steps = plan.updates_per_chunk * plan.steps_per_update * len(seeds)
+        chunk_steps = plan.iterations_per_chunk * plan.steps_per_iteration * len(seeds)
         sps = chunk_steps / max(elapsed - last["elapsed"], 1e-9)
         last.update(elapsed=elapsed, env_steps=env_steps)
         mean = summarize_chunk(metrics)
@@ -219,9 +219,9 @@ def train_command(args: argparse.Namespace) -> int:
         if index + 1 == plan.num_chunks:
             progress.note(f"evaluating {args.eval_episodes} episodes x {len(seeds)} seed(s) with the deterministic policy")
 
-    def after_chunk(chunks_done: int, carry) -> None:
+    def after_chunk(chunks_done: int, run_state) -> None:
         if checkpointer.due(last["env_steps"], final=chunks_done == plan.num_chunks):
-            checkpointer.save(chunks_done, carry, last["env_steps"], {
+            checkpointer.save(chunks_done, run_state, last["env_steps"], {
                 "env_steps": last["env_steps"], "metrics_lines": writer.lines,
                 "run_seconds": resumed["run_seconds"] + last["elapsed"],
             })

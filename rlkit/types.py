@@ -140,11 +140,11 @@ class ExperienceSpec(NamedTuple):
         sampled batches ``[batch_size]``) or "sequences" (a replay of steps sampled as
         ``Trajectory [sequence_length, batch_size]``, starts ``sequence_period`` apart).
       num_envs: environments stepped in parallel.
-      rollout_length: environment steps per env between updates.
+      rollout_length: environment steps per env in each loop iteration (then learning).
       batch_size: transitions or sequences per update batch (replay kinds).
       buffer_size: replay capacity in steps (replay kinds).
       min_size: steps collected before the first update (replay kinds).
-      updates_per_rollout: updates after each rollout (the replay ratio).
+      updates_per_rollout: ``Agent.update`` calls after each rollout (the replay ratio).
       n_step: length of the n-step return the transition replay assembles.
       gamma: discount used to fold n-step returns.
       sequence_length: steps per sampled sequence ("sequences").
@@ -172,7 +172,7 @@ class ExperienceSpec(NamedTuple):
     importance_exponent: float = 0.4
 
     @property
-    def steps_per_update(self) -> int:
+    def steps_per_iteration(self) -> int:
         """Environment steps (all envs) consumed per loop iteration."""
         return self.num_envs * self.rollout_length
 

@@ -109,17 +109,17 @@ def measure_training(agent: str, env_id: str, config, steps: int, num_seeds: int
     run = rlkit.RunConfig(total_steps=steps, eval_episodes=eval_episodes)
     trainer = rlkit.make_trainer(rlkit.agents.get(agent), config, env, run)
     compiled = rlkit.compile_training(trainer, range(num_seeds))
-    carry, hparams = compiled.carry, compiled.hparams
+    run_state, hparams = compiled.run_state, compiled.hparams
 
     start = time.perf_counter()
     for _ in range(trainer.plan.num_chunks):
-        carry, metrics = compiled.chunk(carry, hparams)
+        run_state, metrics = compiled.chunk(run_state, hparams)
         jax.device_get(metrics)  # the host takes each chunk's metrics, as run_training does
-    jax.block_until_ready(carry)
+    jax.block_until_ready(run_state)
     run_seconds = time.perf_counter() - start
 
     start_eval = time.perf_counter()
-    returns = np.asarray(jax.device_get(compiled.evaluate(carry.agent_state, compiled.eval_keys, hparams)))
+    returns = np.asarray(jax.device_get(compiled.evaluate(run_state.agent_state, compiled.eval_keys, hparams)))
     eval_seconds = time.perf_counter() - start_eval
 
     total_steps = trainer.plan.total_steps
@@ -152,8 +152,8 @@ def measure_env_ceiling(env_id: str, num_envs: int, num_seeds: int, steps_per_en
         shape = (num_envs, spec.num_actions)
         return jax.random.uniform(key, shape, minval=spec.action_low, maxval=spec.action_high)
 
-    def step(carry, _):
-        env_state, key = carry
+    def step(loop, _):
+        env_state, key = loop
         key, action_key, step_key = jax.random.split(key, 3)
         env_state, _ = jax.vmap(env.step)(
             jax.random.split(step_key, num_envs), env_state, random_actions(action_key)

@@ -107,7 +107,7 @@ def test_dueling_and_n_step_dqn_update(cartpole):
     batch = batch_for("dqn", agent, state, cartpole.spec)
     new_state, metrics = jax.jit(agent.update)(state, batch, jax.random.key(2))
     assert np.isfinite(float(metrics["loss"]))
-    assert int(new_state.updates) == 1
+    assert int(new_state.grad_steps) == 1
 
 
 def test_ppo_continuous_actions():

@@ -63,6 +63,6 @@ def test_baseline_trains_a_few_steps(name, env_id):
     result = rlkit.run_training(trainer, seeds=[0])
     assert np.isfinite(result.eval_returns).all()
     before = jax.tree.leaves(trainer.init(rlkit.seed_keys([0])[0]).agent_state)
-    after = jax.tree.leaves(result.carry.agent_state)
+    after = jax.tree.leaves(result.run_state.agent_state)
     moved = [not np.allclose(a, b[0]) for a, b in zip(before, after) if np.issubdtype(a.dtype, np.floating)]
     assert any(moved), "training must change the parameters"

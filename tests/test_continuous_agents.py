@@ -64,7 +64,7 @@ def test_init_act_update_are_pure_and_jit(name, pendulum):
         assert any(jax.tree.leaves(changed)), f"one update must change the {part} parameters"
     changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), new_state.target_params, state.target_params)
     assert any(jax.tree.leaves(changed)), "the targets move by Polyak averaging"
-    assert int(new_state.updates) == 1
+    assert int(new_state.grad_steps) == 1
     assert "loss" in metrics and all(np.isfinite(np.asarray(v)).all() for v in metrics.values())
     again, _ = jax.jit(agent.update)(state, batch, jax.random.key(2))
     assert same(new_state, again)
@@ -91,7 +91,7 @@ def test_uniform_actions_until_the_first_update(name, pendulum):
     obs = jnp.zeros((512, *spec.observation_shape))
     warmup = agent.act(state, obs, (), jax.random.key(1)).action
     assert warmup.std() > 0.9 * (spec.action_high - spec.action_low) / np.sqrt(12)  # uniform over the range
-    learning = agent.act(state._replace(updates=jnp.ones((), jnp.int32)), obs, (), jax.random.key(1)).action
+    learning = agent.act(state._replace(grad_steps=jnp.ones((), jnp.int32)), obs, (), jax.random.key(1)).action
     assert learning.std() < warmup.std()
 
 
@@ -110,7 +110,7 @@ def test_ddpg_trains_through_the_loop_with_vmapped_hyperparameters(pendulum):
     hparams = {"learning_rate": [1e-3, 1e-2], "exploration_noise": [0.1, 0.3], "tau": [0.005, 0.5]}
     result = run_training(trainer, [0, 1], hparams=hparams)
     assert result.eval_returns.shape == (2, 2) and np.isfinite(result.eval_returns).all()
-    assert np.all(np.asarray(result.carry.agent_state.updates) == 64 - 16 + 1)
+    assert np.all(np.asarray(result.run_state.agent_state.grad_steps) == 64 - 16 + 1)
 
 
 def test_td3_delays_the_actor(pendulum):

@@ -24,8 +24,8 @@ def ppo_seed_run(ppo_trainer):
     return run_training(ppo_trainer, seeds=[0, 1, 0])
 
 
-def params_of(carry, index):
-    return jax.tree.map(lambda x: np.asarray(x[index]), carry.agent_state.params)
+def params_of(run_state, index):
+    return jax.tree.map(lambda x: np.asarray(x[index]), run_state.agent_state.params)
 
 
 def trees_equal(a, b):
@@ -33,22 +33,22 @@ def trees_equal(a, b):
 
 
 def test_same_seed_is_bit_identical_and_seeds_differ(ppo_seed_run):
-    carry = ppo_seed_run.carry
-    assert trees_equal(params_of(carry, 0), params_of(carry, 2))
-    assert not trees_equal(params_of(carry, 0), params_of(carry, 1))
+    run_state = ppo_seed_run.run_state
+    assert trees_equal(params_of(run_state, 0), params_of(run_state, 2))
+    assert not trees_equal(params_of(run_state, 0), params_of(run_state, 1))
     np.testing.assert_array_equal(ppo_seed_run.eval_returns[0], ppo_seed_run.eval_returns[2])
     assert ppo_seed_run.eval_returns.shape == (3, 4)
-    assert int(carry.env_steps[0]) == ppo_seed_run.total_steps == 512
+    assert int(run_state.env_steps[0]) == ppo_seed_run.total_steps == 512
 
 
 def test_whole_run_function_matches_chunked_runner(ppo_trainer, ppo_seed_run):
     # The same computation in one program; XLA may round the last bit differently when the
     # chunk's scan sits inside another, so compare to float32 precision, not bit for bit.
-    carry, metrics = jax.jit(jax.vmap(ppo_trainer.train))(seed_keys([0, 1, 0]), {})
+    run_state, metrics = jax.jit(jax.vmap(ppo_trainer.train))(seed_keys([0, 1, 0]), {})
     for run in range(3):
-        for ours, theirs in zip(jax.tree.leaves(params_of(carry, run)), jax.tree.leaves(params_of(ppo_seed_run.carry, run))):
+        for ours, theirs in zip(jax.tree.leaves(params_of(run_state, run)), jax.tree.leaves(params_of(ppo_seed_run.run_state, run))):
             np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
-    np.testing.assert_array_equal(np.asarray(carry.env_steps), [512, 512, 512])
+    np.testing.assert_array_equal(np.asarray(run_state.env_steps), [512, 512, 512])
     assert metrics["env_steps"].shape == (3, ppo_trainer.plan.num_chunks)
 
 
@@ -73,7 +73,7 @@ def test_vmapping_learning_rates_compiles_once(cartpole):
     chunk_traces = [lr for lr in traces if isinstance(lr, jax.core.Tracer)]
     # init, run_chunk and evaluate are each traced exactly once for all four rates.
     assert len(chunk_traces) == 3, traces
-    leaves = [params_of(result.carry, i) for i in range(4)]
+    leaves = [params_of(result.run_state, i) for i in range(4)]
     assert not trees_equal(leaves[0], leaves[1]) and not trees_equal(leaves[2], leaves[3])
 
 
@@ -84,15 +84,15 @@ def test_off_policy_loop_learns_after_warmup(cartpole):
     assert len(chunks) == 3
     assert np.isnan(chunks[0]["loss"]).all()  # 80 steps < learning_starts=100: no update yet
     assert np.isfinite(chunks[-1]["loss"]).all()
-    assert (np.asarray(result.carry.agent_state.updates) > 0).all()
-    assert int(result.carry.env_steps[0]) == 240
+    assert (np.asarray(result.run_state.agent_state.grad_steps) > 0).all()
+    assert int(result.run_state.env_steps[0]) == 240
 
 
 def test_plan_chunks_and_step_validation(cartpole):
     assert plan_chunks(499_712, 512, 20) == (16, 61, 512)
     plan = plan_chunks(500_000, 10, 20)
     assert plan.total_steps == 500_000 and plan.num_chunks == 20
-    with pytest.raises(ValueError, match="fewer than one update step"):
+    with pytest.raises(ValueError, match="fewer than one loop iteration"):
         make_trainer(ppo, PPO_TINY, cartpole, RunConfig(total_steps=10))
     with pytest.raises(ValueError, match="steps .* must be a positive integer"):
         RunConfig(total_steps=0)

@@ -96,7 +96,7 @@ def test_distributional_variants_update(name, cartpole):
     assert heads["Dense_0"]["kernel"].shape[-1] == 2 * config.num_atoms  # advantage per action and atom
     assert heads["Dense_1"]["kernel"].shape[-1] == config.num_atoms  # value per atom
     new_state, metrics = jax.jit(agent.update)(state, batch_for(name, cartpole.spec, n_step=3), jax.random.key(2))
-    assert np.isfinite(float(metrics["loss"])) and int(new_state.updates) == 1
+    assert np.isfinite(float(metrics["loss"])) and int(new_state.grad_steps) == 1
     assert not equal(new_state.target_params, state.target_params)  # refreshed every update here
 
 

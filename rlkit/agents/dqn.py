@@ -115,7 +115,7 @@ class DQNState(NamedTuple):
     params: dict
     target_params: dict
     opt_state: optax.OptState
-    updates: jax.Array  # gradient steps taken
+    grad_steps: jax.Array  # gradient steps taken
 
 
 def experience(config: Config) -> ExperienceSpec:
@@ -184,7 +184,7 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
         if deterministic:
             return ActOutput(greedy, carry, {})
         explore_key, action_key = jax.random.split(key)
-        explore = jax.random.uniform(explore_key, greedy.shape) < epsilon_schedule(state.updates)
+        explore = jax.random.uniform(explore_key, greedy.shape) < epsilon_schedule(state.grad_steps)
         random_action = jax.random.randint(action_key, greedy.shape, 0, spec.num_actions)
         return ActOutput(jnp.where(explore, random_action, greedy), carry, {})
 
@@ -239,7 +239,7 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
         )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        count = state.updates + 1
+        count = state.grad_steps + 1
         refresh = count % target_every == 0
         target_params = jax.tree.map(
             lambda online, target: jnp.where(

@@ -80,7 +80,7 @@ class IMPALAState(NamedTuple):
 
     params: dict
     opt_state: optax.OptState
-    updates: jax.Array
+    grad_steps: jax.Array  # gradient steps taken
     lagged_params: dict | tuple
 
 
@@ -164,6 +164,6 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
         lagged = state.lagged_params
         if config.policy_lag:  # the oldest drops out; the parameters just replaced join
             lagged = jax.tree.map(lambda queue, p: jnp.concatenate([queue[1:], p[None]]), lagged, state.params)
-        return IMPALAState(params, opt_state, state.updates + 1, lagged), metrics
+        return IMPALAState(params, opt_state, state.grad_steps + 1, lagged), metrics
 
     return Agent(init=init, act=act, update=update)

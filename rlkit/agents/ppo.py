@@ -112,7 +112,7 @@ class PPOState(NamedTuple):
 
     params: dict
     opt_state: optax.OptState
-    updates: jax.Array  # rollouts learned from so far
+    iterations: jax.Array  # loop iterations (rollouts) learned from so far
     obs_moments: RunningMoments
     return_moments: RunningMoments
     discounted_return: jax.Array
@@ -290,8 +290,8 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
     def loss_fn(params, batch):
         return clipped_loss(*policy(params, batch["obs"]), batch, config)
 
-    def minibatch_step(carry, batch):
-        params, opt_state = carry
+    def minibatch_step(learner, batch):
+        params, opt_state = learner
         grads, stats = jax.grad(loss_fn, has_aux=True)(params, batch)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), stats
@@ -332,13 +332,13 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
         }
         flat = jax.tree.map(lambda x: x.reshape(batch_size, *x.shape[2:]), flat)
 
-        def epoch(carry, epoch_key):
+        def epoch(learner, epoch_key):
             order = jax.random.permutation(epoch_key, batch_size)
             minibatches = jax.tree.map(
                 lambda x: x[order].reshape(config.num_minibatches, minibatch_size, *x.shape[1:]),
                 flat,
             )
-            return jax.lax.scan(minibatch_step, carry, minibatches)
+            return jax.lax.scan(minibatch_step, learner, minibatches)
 
         (params, opt_state), stats = jax.lax.scan(
             epoch, (state.params, state.opt_state), jax.random.split(key, config.num_epochs)
@@ -350,7 +350,7 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
         )
         if continuous:
             metrics["action_std"] = jnp.mean(jnp.exp(params["params"]["log_std"]))
-        new_state = PPOState(params, opt_state, state.updates + 1, obs_moments, return_moments, discounted_return)
+        new_state = PPOState(params, opt_state, state.iterations + 1, obs_moments, return_moments, discounted_return)
         return new_state, metrics
 
     return Agent(init=init, act=act, update=update)

@@ -74,7 +74,7 @@ class Config:
 class PQNState(NamedTuple):
     params: dict
     opt_state: optax.OptState
-    updates: jax.Array  # rollouts learned from so far
+    iterations: jax.Array  # loop iterations (rollouts) learned from so far
 
 
 def experience(config: Config) -> ExperienceSpec:
@@ -146,7 +146,7 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
         if deterministic:
             return ActOutput(greedy, carry, {})
         explore_key, action_key = jax.random.split(key)
-        explore = jax.random.uniform(explore_key, greedy.shape) < epsilon_schedule(state.updates)
+        explore = jax.random.uniform(explore_key, greedy.shape) < epsilon_schedule(state.iterations)
         random_action = jax.random.randint(action_key, greedy.shape, 0, spec.num_actions)
         return ActOutput(jnp.where(explore, random_action, greedy), carry, {})
 
@@ -156,8 +156,8 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
         loss = 0.5 * jnp.mean(jnp.square(q_a - batch["target"]))
         return loss, {"loss": loss, "q_mean": jnp.mean(q_a)}
 
-    def minibatch_step(carry, batch):
-        params, opt_state = carry
+    def minibatch_step(learner, batch):
+        params, opt_state = learner
         grads, stats = jax.grad(loss_fn, has_aux=True)(params, batch)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), stats
@@ -171,20 +171,20 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
         flat = {"obs": rollout.obs, "action": rollout.action, "target": target}
         flat = jax.tree.map(lambda x: x.reshape(batch_size, *x.shape[2:]), flat)
 
-        def epoch(carry, epoch_key):
+        def epoch(learner, epoch_key):
             # A shuffle by sorting random bits: one sort, cheaper to compile than permutation's.
             order = jnp.argsort(jax.random.bits(epoch_key, (batch_size,)))
             minibatches = jax.tree.map(
                 lambda x: x[order].reshape(config.num_minibatches, minibatch_size, *x.shape[1:]),
                 flat,
             )
-            return jax.lax.scan(minibatch_step, carry, minibatches)
+            return jax.lax.scan(minibatch_step, learner, minibatches)
 
         (params, opt_state), stats = jax.lax.scan(
             epoch, (state.params, state.opt_state), jax.random.split(key, config.num_epochs)
         )
         metrics = jax.tree.map(jnp.mean, stats)
-        count = state.updates + 1
+        count = state.iterations + 1
         metrics["epsilon"] = epsilon_schedule(count)
         return PQNState(params, opt_state, count), metrics
 

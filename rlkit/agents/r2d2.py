@@ -103,7 +103,7 @@ class R2D2State(NamedTuple):
     params: dict
     target_params: dict
     opt_state: optax.OptState
-    updates: jax.Array  # gradient steps taken
+    grad_steps: jax.Array  # gradient steps taken
 
 
 def experience(config: Config) -> ExperienceSpec:
@@ -159,7 +159,7 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
     def epsilon(state, batch_size: int) -> jax.Array:
         """The exploration rate of each of ``batch_size`` environments."""
         if not config.epsilon_per_env:
-            return jnp.full((batch_size,), decaying(state.updates // config.updates_per_rollout))
+            return jnp.full((batch_size,), decaying(state.grad_steps // config.updates_per_rollout))
         position = jnp.arange(batch_size) / max(batch_size - 1, 1)
         return config.epsilon_base ** (1 + config.epsilon_alpha * position)
 
@@ -218,7 +218,7 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
         grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, state.target_params, sequences, weights)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        count = state.updates + 1
+        count = state.grad_steps + 1
         refresh = count % target_every == 0
         target_params = jax.tree.map(lambda p, t: jnp.where(refresh, p, t), params, state.target_params)
         if not config.prioritized:

@@ -59,7 +59,7 @@ class Config(ppo.Config):
 class RecurrentPPOState(NamedTuple):
     params: dict
     opt_state: optax.OptState
-    updates: jax.Array  # rollouts learned from so far
+    iterations: jax.Array  # loop iterations (rollouts) learned from so far
 
 
 def experience(config: Config) -> ExperienceSpec:
@@ -120,8 +120,8 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
         policy_output = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), policy_output)
         return ppo.clipped_loss(distribution(policy_output), value.reshape(-1), flat, config)
 
-    def minibatch_step(carry, minibatch):
-        params, opt_state = carry
+    def minibatch_step(learner, minibatch):
+        params, opt_state = learner
         grads, stats = jax.grad(loss_fn, has_aux=True)(params, minibatch)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), stats
@@ -145,7 +145,7 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
         data = {"memory": first_memory, "obs": rollout.obs, "starts": starts, "steps": steps}
         env_axis = {"memory": 0, "obs": 1, "starts": 1, "steps": 1}  # memory is [N, ...]; the rest [T, N, ...]
 
-        def epoch(carry, epoch_key):
+        def epoch(learner, epoch_key):
             order = jax.random.permutation(epoch_key, config.num_envs)
 
             def split(axis, x):  # [.., N, ..] -> [M, .., N / M, ..], environments shuffled
@@ -154,11 +154,11 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
                 return jnp.moveaxis(x, axis, 0)
 
             minibatches = {name: jax.tree.map(lambda x: split(env_axis[name], x), value) for name, value in data.items()}
-            return jax.lax.scan(minibatch_step, carry, minibatches)
+            return jax.lax.scan(minibatch_step, learner, minibatches)
 
         (params, opt_state), stats = jax.lax.scan(
             epoch, (state.params, state.opt_state), jax.random.split(key, config.num_epochs)
         )
-        return RecurrentPPOState(params, opt_state, state.updates + 1), jax.tree.map(jnp.mean, stats)
+        return RecurrentPPOState(params, opt_state, state.iterations + 1), jax.tree.map(jnp.mean, stats)
 
     return Agent(init=init, act=act, update=update, init_carry=init_carry)

@@ -85,7 +85,7 @@ class SACState(NamedTuple):
     params: dict  # {"actor", "critic" (stacked over num_critics), "log_alpha"}
     target_params: dict  # target critics
     opt_state: optax.OptState
-    updates: jax.Array  # gradient steps taken
+    grad_steps: jax.Array  # gradient steps taken
 
 
 def experience(config: Config) -> ExperienceSpec:
@@ -147,7 +147,7 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
         action, _ = squashed_sample(mean, log_std, sample_key)
         if config.random_warmup:
             uniform = jax.random.uniform(warmup_key, action.shape, minval=-1.0, maxval=1.0)
-            action = jnp.where(state.updates == 0, uniform, action)
+            action = jnp.where(state.grad_steps == 0, uniform, action)
         return ActOutput(center + half * action, carry, {})
 
     def loss_fn(params, target_params, batch: Transition, weights, key):
@@ -189,6 +189,6 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
             updates, opt_state[name] = optimizer.update(grads[name], state.opt_state[name], state.params[name])
             params[name] = optax.apply_updates(state.params[name], updates)
         target_params = optax.incremental_update(params["critic"], state.target_params, config.tau)
-        return SACState(params, target_params, opt_state, state.updates + 1), metrics
+        return SACState(params, target_params, opt_state, state.grad_steps + 1), metrics
 
     return Agent(init=init, act=act, update=update)

@@ -86,7 +86,7 @@ class TD3State(NamedTuple):
     params: dict  # {"actor", "critic" (stacked over num_critics)}
     target_params: dict  # the same, Polyak-averaged
     opt_state: optax.OptState
-    updates: jax.Array  # critic gradient steps taken
+    grad_steps: jax.Array  # critic gradient steps taken
 
 
 def experience(config: Config) -> ExperienceSpec:
@@ -135,7 +135,7 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
             action = jnp.clip(rlax.add_gaussian_noise(noise_key, action, config.exploration_noise), -1.0, 1.0)
             if config.random_warmup:
                 uniform = jax.random.uniform(warmup_key, action.shape, minval=-1.0, maxval=1.0)
-                action = jnp.where(state.updates == 0, uniform, action)
+                action = jnp.where(state.grad_steps == 0, uniform, action)
         return ActOutput(center + half * action, carry, {})
 
     def critic_loss(critic_params, target_params, batch: Transition, weights, key):
@@ -182,7 +182,7 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
             state.params["critic"], state.target_params, batch, weights, key
         )
         critic_params, critic_opt = step(state.params["critic"], grads, state.opt_state["critic"])
-        count = state.updates + 1
+        count = state.grad_steps + 1
         state = TD3State(
             {**state.params, "critic": critic_params}, state.target_params,
             {**state.opt_state, "critic": critic_opt}, count,

@@ -1,7 +1,7 @@
 """Environments: on the device through gymnax (``make``), on the host through dm_env adapters."""
 
 from rlkit.envs.device import DeviceEnv, EnvStep, EpisodeState, env_ids, make, wrap
-from rlkit.envs.host import (
+from rlkit.envs.dm_env_adapters import (
     HOST_PREFIXES,
     FlatObservation,
     GymnaxWrapper,

@@ -4,16 +4,16 @@ from rlkit.loops.device import (
     ActorState,
     ChunkPlan,
     RunConfig,
-    TrainCarry,
+    RunState,
     Trainer,
     evaluate_policy,
     make_trainer,
     plan_chunks,
     rollout,
 )
-from rlkit.loops.host import Actor, EnvironmentLoop, print_logger
+from rlkit.loops.environment_loop import Actor, EnvironmentLoop, print_logger
 
 __all__ = [
-    "Actor", "ActorState", "ChunkPlan", "EnvironmentLoop", "RunConfig", "TrainCarry", "Trainer", "evaluate_policy",
+    "Actor", "ActorState", "ChunkPlan", "EnvironmentLoop", "RunConfig", "RunState", "Trainer", "evaluate_policy",
     "make_trainer", "plan_chunks", "print_logger", "rollout",
 ]

@@ -56,32 +56,34 @@ class RunConfig:
 
 
 class ChunkPlan(NamedTuple):
+    """A run cut into chunks of loop iterations (a rollout, then learning), one jitted scan each."""
+
     num_chunks: int
-    updates_per_chunk: int
-    steps_per_update: int
+    iterations_per_chunk: int
+    steps_per_iteration: int
 
     @property
     def total_steps(self) -> int:
-        return self.num_chunks * self.updates_per_chunk * self.steps_per_update
+        return self.num_chunks * self.iterations_per_chunk * self.steps_per_iteration
 
 
-def plan_chunks(total_steps: int, steps_per_update: int, target_chunks: int) -> ChunkPlan:
-    """Split ``total_steps // steps_per_update`` updates into equal chunks.
+def plan_chunks(total_steps: int, steps_per_iteration: int, target_chunks: int) -> ChunkPlan:
+    """Split ``total_steps // steps_per_iteration`` loop iterations into equal chunks.
 
-    Prefers a chunk count near ``target_chunks`` that divides the updates
-    exactly; otherwise drops the remainder (fewer than one chunk's updates).
+    Prefers a chunk count near ``target_chunks`` that divides the iterations
+    exactly; otherwise drops the remainder (fewer than one chunk's iterations).
     """
-    num_updates = total_steps // steps_per_update
-    if num_updates < 1:
+    iterations = total_steps // steps_per_iteration
+    if iterations < 1:
         raise ValueError(
-            f"steps={total_steps} is fewer than one update step "
-            f"(num_envs * num_steps = {steps_per_update})"
+            f"steps={total_steps} is fewer than one loop iteration "
+            f"(num_envs * num_steps = {steps_per_iteration})"
         )
-    target = max(1, min(target_chunks, num_updates))
+    target = max(1, min(target_chunks, iterations))
     for chunks in [*range(target, max(1, target // 2) - 1, -1), *range(target + 1, 4 * target + 1)]:
-        if chunks <= num_updates and num_updates % chunks == 0:
-            return ChunkPlan(chunks, num_updates // chunks, steps_per_update)
-    return ChunkPlan(target, num_updates // target, steps_per_update)
+        if chunks <= iterations and iterations % chunks == 0:
+            return ChunkPlan(chunks, iterations // chunks, steps_per_iteration)
+    return ChunkPlan(target, iterations // target, steps_per_iteration)
 
 
 class ActorState(NamedTuple):
@@ -92,7 +94,7 @@ class ActorState(NamedTuple):
     carry: Any
 
 
-class TrainCarry(NamedTuple):
+class RunState(NamedTuple):
     """Everything a run is: one pytree to vmap, donate and checkpoint."""
 
     agent_state: AgentState
@@ -177,18 +179,18 @@ class Trainer(NamedTuple):
     """A run's pure functions; vmap them over seeds (keys) and hyperparameters.
 
     Attributes:
-      init: ``(key, hparams) -> TrainCarry``.
-      run_chunk: ``(carry, hparams) -> (carry, metrics)``; metrics are chunk means.
+      init: ``(key, hparams) -> RunState``.
+      run_chunk: ``(run_state, hparams) -> (run_state, metrics)``; metrics are chunk means.
       evaluate: ``(agent_state, key, hparams) -> returns [eval_episodes]``.
-      train: ``(key, hparams) -> (carry, metrics [num_chunks])``, the whole run.
+      train: ``(key, hparams) -> (run_state, metrics [num_chunks])``, the whole run.
       plan: the chunking of the run.
       experience: how the loop feeds the agent.
     """
 
-    init: Callable[[jax.Array, HParams], TrainCarry]
-    run_chunk: Callable[[TrainCarry, HParams], tuple[TrainCarry, dict]]
+    init: Callable[[jax.Array, HParams], RunState]
+    run_chunk: Callable[[RunState, HParams], tuple[RunState, dict]]
     evaluate: Callable[[AgentState, jax.Array, HParams], jax.Array]
-    train: Callable[[jax.Array, HParams], tuple[TrainCarry, dict]]
+    train: Callable[[jax.Array, HParams], tuple[RunState, dict]]
     plan: ChunkPlan
     experience: ExperienceSpec
 
@@ -212,7 +214,7 @@ def make_trainer(agent_module: AgentFactory, config: Any, env: DeviceEnv, run: R
     """
     experience = agent_module.experience(config)
     device_replay.check_spec(experience)
-    plan = plan_chunks(run.total_steps, experience.steps_per_update, run.num_chunks)
+    plan = plan_chunks(run.total_steps, experience.steps_per_iteration, run.num_chunks)
     # Building the agent once checks that it fits the environment (e.g. action space).
     agent = agent_module.make(config, env.spec, plan.total_steps)
     if experience.kind == "transitions" and jax.tree.leaves(agent.init_carry(1)):
@@ -242,14 +244,14 @@ def make_trainer(agent_module: AgentFactory, config: Any, env: DeviceEnv, run: R
     def make_feeder(agent: Agent, spec: ExperienceSpec, agent_state: AgentState) -> device_replay.Feeder:
         return device_replay.make(spec, example_step(agent, agent_state, env.spec))
 
-    def init(key, hparams: HParams = {}) -> TrainCarry:
+    def init(key, hparams: HParams = {}) -> RunState:
         agent, spec = build(hparams)
         agent_key, env_key, key = jax.random.split(key, 3)
         agent_state = agent.init(agent_key)
         obs, env_state = jax.vmap(env.reset)(jax.random.split(env_key, spec.num_envs))
         actor = ActorState(env_state, obs, agent.init_carry(spec.num_envs))
         replay_state = make_feeder(agent, spec, agent_state).init()
-        return TrainCarry(agent_state, actor, replay_state, key, jnp.zeros((), jnp.int32))
+        return RunState(agent_state, actor, replay_state, key, jnp.zeros((), jnp.int32))
 
     def learn(agent: Agent, spec: ExperienceSpec, feeder, agent_state, replay_state, fresh: Trajectory, key):
         """``updates_per_rollout`` updates on batches from ``feeder``; priorities written back.
@@ -281,17 +283,17 @@ def make_trainer(agent_module: AgentFactory, config: Any, env: DeviceEnv, run: R
             metrics = jax.tree.map(jnp.mean, metrics)
         return agent_state, (written if spec.prioritized else replay_state), metrics
 
-    def update_step(agent: Agent, spec: ExperienceSpec, carry: TrainCarry):
-        key, rollout_key, learn_key = jax.random.split(carry.key, 3)
+    def update_step(agent: Agent, spec: ExperienceSpec, run_state: RunState):
+        key, rollout_key, learn_key = jax.random.split(run_state.key, 3)
         actor, trajectory, episodes = rollout(
-            env, agent, carry.agent_state, carry.actor, rollout_key, spec.rollout_length
+            env, agent, run_state.agent_state, run_state.actor, rollout_key, spec.rollout_length
         )
-        env_steps = carry.env_steps + spec.steps_per_update
-        feeder = make_feeder(agent, spec, carry.agent_state)
-        replay_state = feeder.add(carry.replay_state, trajectory)
+        env_steps = run_state.env_steps + spec.steps_per_iteration
+        feeder = make_feeder(agent, spec, run_state.agent_state)
+        replay_state = feeder.add(run_state.replay_state, trajectory)
         if not feeder.stores:  # on-policy: every rollout is learned from
             agent_state, replay_state, metrics = learn(
-                agent, spec, feeder, carry.agent_state, replay_state, trajectory, learn_key
+                agent, spec, feeder, run_state.agent_state, replay_state, trajectory, learn_key
             )
             learned = jnp.ones(())
         else:
@@ -309,17 +311,17 @@ def make_trainer(agent_module: AgentFactory, config: Any, env: DeviceEnv, run: R
 
             ready = (env_steps >= spec.min_size) & feeder.can_sample(replay_state)
             agent_state, written, metrics = jax.lax.cond(
-                ready, step, wait, carry.agent_state, replay_state if spec.prioritized else ()
+                ready, step, wait, run_state.agent_state, replay_state if spec.prioritized else ()
             )
             replay_state = written if spec.prioritized else replay_state
             learned = ready.astype(jnp.float32)
-        new_carry = TrainCarry(agent_state, actor, replay_state, key, env_steps)
-        return new_carry, (metrics, learned, episodes)
+        new_run_state = RunState(agent_state, actor, replay_state, key, env_steps)
+        return new_run_state, (metrics, learned, episodes)
 
-    def run_chunk(carry: TrainCarry, hparams: HParams = {}):
+    def run_chunk(run_state: RunState, hparams: HParams = {}):
         agent, spec = build(hparams)
-        carry, (metrics, learned, episodes) = jax.lax.scan(
-            lambda c, _: update_step(agent, spec, c), carry, None, length=plan.updates_per_chunk
+        run_state, (metrics, learned, episodes) = jax.lax.scan(
+            lambda c, _: update_step(agent, spec, c), run_state, None, length=plan.iterations_per_chunk
         )
         num_learned = jnp.sum(learned)
         summary = {
@@ -330,15 +332,15 @@ def make_trainer(agent_module: AgentFactory, config: Any, env: DeviceEnv, run: R
         summary["episode_return"] = jnp.where(count > 0, jnp.sum(episodes.return_sum) / jnp.maximum(count, 1), jnp.nan)
         summary["episode_length"] = jnp.where(count > 0, jnp.sum(episodes.length_sum) / jnp.maximum(count, 1), jnp.nan)
         summary["episodes"] = count
-        summary["env_steps"] = carry.env_steps
-        return carry, summary
+        summary["env_steps"] = run_state.env_steps
+        return run_state, summary
 
     def evaluate(agent_state: AgentState, key: jax.Array, hparams: HParams = {}) -> jax.Array:
         agent, _ = build(hparams)
         return evaluate_policy(env, agent, agent_state, key, run.eval_episodes)
 
     def train(key, hparams: HParams = {}):
-        carry = init(key, hparams)
-        return jax.lax.scan(lambda c, _: run_chunk(c, hparams), carry, None, length=plan.num_chunks)
+        run_state = init(key, hparams)
+        return jax.lax.scan(lambda c, _: run_chunk(c, hparams), run_state, None, length=plan.num_chunks)
 
     return Trainer(init, run_chunk, evaluate, train, plan, experience)

@@ -17,7 +17,7 @@ example step, the table, the writer and the sampler (transitions, sequences, or 
 The actor steps ``HostSettings.num_envs`` environments side by side (one jitted ``act`` for all of
 them) and writes their steps, with what ``act`` returned in ``extras``, to a Reverb table. The two
 sides are interleaved in one thread as the device loop interleaves them: for the replay kinds, every
-``spec.steps_per_update`` environment steps, once ``spec.min_size`` steps' items are in, the learner
+``spec.steps_per_iteration`` environment steps, once ``spec.min_size`` steps' items are in, the learner
 samples ``spec.updates_per_rollout`` batches and runs the jitted ``agent.update`` on each, and the
 actor acts with the new state from its next step (every ``push_every`` learner iterations). The
 table's ``SampleToInsertRatio`` limiter holds the same replay ratio as the device loop, so a learner
@@ -40,7 +40,7 @@ import jax
 import numpy as np
 
 from rlkit.envs import environment_spec, make_host
-from rlkit.loops.host import KEY_IMPL, Actor, evaluate_actor
+from rlkit.loops.environment_loop import KEY_IMPL, Actor, evaluate_actor
 from rlkit.loops.reverb_feeders import REVERB_FEEDERS, HostSettings, example_step, example_transition
 from rlkit.replay import reverb as reverb_replay
 from rlkit.types import AgentFactory, Transition
@@ -124,7 +124,7 @@ class HostExperiment:
         self.evaluations = 0
         self.learning = False
         self._items_taken = 0  # rollouts the learner took from the queue (on-policy)
-        self._next_learn = self.spec.steps_per_update  # env_steps at which the learner next runs
+        self._next_learn = self.spec.steps_per_iteration  # env_steps at which the learner next runs
         self._observations: np.ndarray | None = None  # what each environment acts on next
         # One group acts alone; two let XLA compute one group's actions while Python steps the other's.
         self._groups = [np.asarray(g) for g in np.array_split(np.arange(settings.num_envs), min(2, settings.num_envs))]
@@ -215,10 +215,10 @@ class HostExperiment:
                     if learn:
                         metrics_list.extend(self._learn_from_queue())
                 else:
-                    while self.env_steps >= self._next_learn:  # every steps_per_update environment steps
+                    while self.env_steps >= self._next_learn:  # every steps_per_iteration environment steps
                         if learn:
                             metrics_list.extend(self._learn())
-                        self._next_learn += spec.steps_per_update
+                        self._next_learn += spec.steps_per_iteration
                 self._pending[g] = actor.dispatch_actions(next_observations, last, g)
                 if steps_done >= num_steps:
                     break
@@ -327,7 +327,7 @@ class HostExperiment:
 
     # -- checkpoints ----------------------------------------------------------------------------
 
-    def carry(self) -> dict[str, Any]:
+    def run_state(self) -> dict[str, Any]:
         """The run's JAX state: agent state and the action and update keys (for orbax)."""
         return {"agent_state": self.state, "actor_key": self.actor.key, "learner_key": self.learner_key}
 
@@ -338,13 +338,13 @@ class HostExperiment:
             "evaluations": self.evaluations, "learning": self.learning, "insert_priority": self.writer.priority,
         }
 
-    def restore(self, carry: dict[str, Any], counters: dict[str, Any]) -> None:
-        """Continue from ``carry()`` and ``counters()`` of an earlier run (its replay comes from the server's
+    def restore(self, run_state: dict[str, Any], counters: dict[str, Any]) -> None:
+        """Continue from ``run_state()`` and ``counters()`` of an earlier run (its replay comes from the server's
         checkpoint). The episode under way then was lost: the next step starts a new one."""
-        self.state = carry["agent_state"]
+        self.state = run_state["agent_state"]
         self.actor.update_state(self.state)
-        self.actor.key = carry["actor_key"]
-        self.learner_key = carry["learner_key"]
+        self.actor.key = run_state["actor_key"]
+        self.learner_key = run_state["learner_key"]
         self.env_steps, self.updates = int(counters["env_steps"]), int(counters["updates"])
         self.episodes, self.evaluations = int(counters["episodes"]), int(counters["evaluations"])
         self.learning = bool(counters["learning"])
@@ -358,7 +358,7 @@ class HostExperiment:
         self._observations = None
         self._pending = {}
         self._next_batch = None
-        self._next_learn = (self.env_steps // self.spec.steps_per_update + 1) * self.spec.steps_per_update
+        self._next_learn = (self.env_steps // self.spec.steps_per_iteration + 1) * self.spec.steps_per_iteration
         self.writer.end_episode()
 
     def checkpoint_replay(self) -> str:

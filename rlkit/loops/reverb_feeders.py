@@ -37,7 +37,7 @@ class HostSettings:
       timeout_s: how long a sample, a flush or a priority update may wait for the server.
       max_in_flight: samples the sampler prefetches (default twice the batch's items).
       prefetch: sample the learner's next batch while its update computes (the batch then lacks the
-        items of the next ``steps_per_update`` steps; the table's limiter allows for it). Replay kinds only.
+        items of the next ``steps_per_iteration`` steps; the table's limiter allows for it). Replay kinds only.
       num_envs: host environments the actor steps side by side, acting for all of them in one jitted
         call (seeded ``seed``, ``seed + 1``, ...). Environment steps count all of them.
       transitions_per_item: transitions packed into each Reverb item (``make_tables``); must divide
@@ -142,7 +142,7 @@ class TransitionFeeder:
         items, the sampler prefetches."""
         spec, settings = self.spec, self.settings
         slack_items = (
-            (max(spec.steps_per_update, settings.num_envs) + settings.num_envs * self.held_steps)
+            (max(spec.steps_per_iteration, settings.num_envs) + settings.num_envs * self.held_steps)
             / self.steps_per_item + 1 + settings.flush_every
         )
         return 2.0 * (samples_per_insert * slack_items + self.max_in_flight + self.items_per_batch)

@@ -54,11 +54,11 @@ from rlkit.types import ExperienceSpec, Transition
 def default_samples_per_insert(spec: ExperienceSpec) -> float:
     """The device loop's replay ratio in items: samples per update batch over items inserted per iteration.
 
-    Transitions: ``batch_size * updates_per_rollout / steps_per_update``; sequences, one item every
+    Transitions: ``batch_size * updates_per_rollout / steps_per_iteration``; sequences, one item every
     ``sequence_period`` steps: that times ``sequence_period``.
     """
     steps_per_item = spec.sequence_period if spec.kind == "sequences" else 1
-    return spec.batch_size * spec.updates_per_rollout * steps_per_item / spec.steps_per_update
+    return spec.batch_size * spec.updates_per_rollout * steps_per_item / spec.steps_per_iteration
 
 
 def make_tables(

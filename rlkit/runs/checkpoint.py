@@ -1,6 +1,6 @@
-"""Checkpoints of a whole run: the training carry of every vmapped seed, between chunks.
+"""Checkpoints of a whole run: the run state of every vmapped seed, between chunks.
 
-The carry (agent and optimizer state, environment states, replay buffer, random keys,
+The run state (agent and optimizer state, environment states, replay buffer, random keys,
 step counters) is copied to the host and written with orbax-checkpoint under
 ``RUN_DIR/checkpoints/<chunks done>``, atomically (orbax commits a finished directory),
 keeping the last ``keep``. Beside it, JSON metadata says what run it belongs to (agent,
@@ -23,7 +23,7 @@ CHECKPOINT_DIR = "checkpoints"
 
 
 class Restored(NamedTuple):
-    carry: Any
+    run_state: Any
     chunks_done: int
     metadata: dict[str, Any]
 
@@ -32,9 +32,9 @@ def _is_key(x: Any) -> bool:
     return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
-def _to_host(carry: Any) -> Any:
-    """Numpy copies of the carry's arrays, PRNG keys as their raw uint32 data."""
-    return jax.device_get(jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, carry))
+def _to_host(run_state: Any) -> Any:
+    """Numpy copies of the run state's arrays, PRNG keys as their raw uint32 data."""
+    return jax.device_get(jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, run_state))
 
 
 def _abstract(like: Any) -> Any:
@@ -59,7 +59,7 @@ def has_checkpoints(run_dir: str | Path) -> bool:
 
 
 class Checkpointer:
-    """Saves the carry every ``every_steps`` environment steps or ``every_minutes`` minutes.
+    """Saves the run state every ``every_steps`` environment steps or ``every_minutes`` minutes.
 
     ``identity`` is the JSON-able description of the run (agent, env, config, seeds, plan)
     that a resumed run must match exactly.
@@ -103,14 +103,14 @@ class Checkpointer:
             return True
         return self.every_seconds is not None and time.monotonic() - self._last_time >= self.every_seconds
 
-    def save(self, chunks_done: int, carry: Any, env_steps: int, progress: Mapping[str, Any]) -> None:
-        """Write the carry after ``chunks_done`` chunks (a blocking save: the carry is donated next)."""
+    def save(self, chunks_done: int, run_state: Any, env_steps: int, progress: Mapping[str, Any]) -> None:
+        """Write the run state after ``chunks_done`` chunks (a blocking save: the run state is donated next)."""
         ocp = self._ocp
         metadata = {"identity": self.identity, "chunks_done": chunks_done, **progress}
         self._manager.save(
             chunks_done,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(_to_host(carry)), metadata=ocp.args.JsonSave(metadata)
+                state=ocp.args.StandardSave(_to_host(run_state)), metadata=ocp.args.JsonSave(metadata)
             ),
         )
         self._manager.wait_until_finished()
@@ -118,7 +118,7 @@ class Checkpointer:
         self._last_steps = env_steps
 
     def restore_latest(self, like: Any) -> Restored:
-        """The newest checkpoint, checked against this run's identity; ``like`` is a fresh carry."""
+        """The newest checkpoint, checked against this run's identity; ``like`` is a fresh run state."""
         ocp = self._ocp
         step = self._manager.latest_step()
         if step is None:
@@ -169,7 +169,7 @@ def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[st
 
 
 def load(run_dir: str | Path, step: int | None = None) -> tuple[Any, dict[str, Any]]:
-    """A saved carry as numpy arrays (keys as raw data) and its metadata; the latest by default.
+    """A saved run state as numpy arrays (keys as raw data) and its metadata; the latest by default.
 
     For inspection (final parameters, comparing runs); ``--resume`` goes through ``Checkpointer``.
     """

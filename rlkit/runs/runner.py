@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlkit.loops.device import TrainCarry, Trainer
+from rlkit.loops.device import RunState, Trainer
 
 EVAL_SEED = 10_000  # evaluation keys are seeded apart from the training keys
 ChunkCallback = Callable[[int, dict[str, np.ndarray], float], None]
@@ -25,7 +25,7 @@ class TrainingResult(NamedTuple):
     """What a finished run returns.
 
     Attributes:
-      carry: the final training carry, leading axis over runs (seeds x hparams).
+      run_state: the final run state, leading axis over runs (seeds x hparams).
       eval_returns: ``[runs, eval_episodes]`` returns of the deterministic policy.
       compile_seconds: wall time to compile init and the chunk and run init (the evaluation
         compiles in the background while training).
@@ -35,7 +35,7 @@ class TrainingResult(NamedTuple):
       compile_breakdown: compile seconds per program ("init", "chunk", "eval", "wall").
     """
 
-    carry: TrainCarry
+    run_state: RunState
     eval_returns: np.ndarray
     compile_seconds: float
     run_seconds: float
@@ -55,20 +55,20 @@ def seed_keys(seeds: Sequence[int]) -> jax.Array:
 
 
 class CompiledRun(NamedTuple):
-    """A run ready to go: the initial carry and the compiled chunk and evaluation.
+    """A run ready to go: the initial run state and the compiled chunk and evaluation.
 
     Attributes:
-      carry: the initial training carry (leading axis over runs).
+      run_state: the initial run state (leading axis over runs).
       hparams: per-run hyperparameter arrays.
       eval_keys: one evaluation key per run.
-      chunk: compiled ``(carry, hparams) -> (carry, metrics)``; donates ``carry``.
+      chunk: compiled ``(run_state, hparams) -> (run_state, metrics)``; donates ``run_state``.
       evaluate: compiled ``(agent_state, eval_keys, hparams) -> returns``.
       seconds: compile seconds of each program ("init", "chunk", "eval"; "eval" appears once
         the background compile finishes) and "wall", the time until training can start
         (init run included).
     """
 
-    carry: TrainCarry
+    run_state: RunState
     hparams: dict[str, jax.Array]
     eval_keys: jax.Array
     chunk: Any
@@ -159,12 +159,12 @@ def compile_training(
     pool = ThreadPoolExecutor(max_workers=2)
     init = pool.submit(timed, "init", lambda: init_fn.lower(keys, hp))
     chunk = pool.submit(timed, "chunk", lambda: chunk_fn.lower(abstract, hp))
-    carry = jax.block_until_ready(init.result()(keys, hp))
+    run_state = jax.block_until_ready(init.result()(keys, hp))
     chunk = chunk.result()
     evaluate = _Deferred(pool.submit(timed, "eval", lambda: eval_fn.lower(abstract.agent_state, eval_keys, hp)))
     pool.shutdown(wait=False)
     seconds["wall"] = time.perf_counter() - wall_start
-    return CompiledRun(carry, hp, eval_keys, chunk, evaluate, seconds)
+    return CompiledRun(run_state, hp, eval_keys, chunk, evaluate, seconds)
 
 
 def run_training(
@@ -174,40 +174,40 @@ def run_training(
     on_chunk: ChunkCallback | None = None,
     eval_seed: int = EVAL_SEED,
     *,
-    restore: Callable[[TrainCarry], tuple[TrainCarry, int]] | None = None,
-    after_chunk: Callable[[int, TrainCarry], None] | None = None,
+    restore: Callable[[RunState], tuple[RunState, int]] | None = None,
+    after_chunk: Callable[[int, RunState], None] | None = None,
 ) -> TrainingResult:
     """Train ``len(seeds)`` runs vmapped in one compile; ``hparams`` vary per run.
 
     ``hparams`` maps float config fields to one value per run (same length as
     ``seeds``). ``on_chunk(index, metrics, elapsed_seconds)`` is called after
     each chunk with numpy metrics of shape ``[runs]``. To resume, ``restore``
-    maps the freshly initialized carry to ``(saved carry, chunks already done)``;
-    ``after_chunk(chunks_done, carry)`` runs after each chunk (checkpoints), before
-    the carry is donated to the next one.
+    maps the freshly initialized run state to ``(saved run state, chunks already done)``;
+    ``after_chunk(chunks_done, run_state)`` runs after each chunk (checkpoints), before
+    the run state is donated to the next one.
     """
     compiled = compile_training(trainer, seeds, hparams, eval_seed)
-    carry, hp = compiled.carry, compiled.hparams
+    run_state, hp = compiled.run_state, compiled.hparams
     first_chunk = 0
     if restore is not None:
-        carry, first_chunk = restore(carry)
+        run_state, first_chunk = restore(run_state)
 
     start = time.perf_counter()
     for index in range(first_chunk, trainer.plan.num_chunks):
-        carry, metrics = compiled.chunk(carry, hp)
+        run_state, metrics = compiled.chunk(run_state, hp)
         metrics = jax.device_get(metrics)
         if on_chunk is not None:
             on_chunk(index, metrics, time.perf_counter() - start)
         if after_chunk is not None:
-            after_chunk(index + 1, carry)
-    jax.block_until_ready(carry)
+            after_chunk(index + 1, run_state)
+    jax.block_until_ready(run_state)
     run_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    eval_returns = np.asarray(jax.device_get(compiled.evaluate(carry.agent_state, compiled.eval_keys, hp)))
+    eval_returns = np.asarray(jax.device_get(compiled.evaluate(run_state.agent_state, compiled.eval_keys, hp)))
     eval_seconds = time.perf_counter() - start
     return TrainingResult(
-        carry, eval_returns, compiled.seconds["wall"], run_seconds, eval_seconds,
+        run_state, eval_returns, compiled.seconds["wall"], run_seconds, eval_seconds,
         trainer.plan.total_steps, compiled.seconds,
     )
 

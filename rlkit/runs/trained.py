@@ -130,9 +130,9 @@ def _key_data(tree: Any) -> Any:
 
 def _load_host(run_dir: Path, results: dict[str, Any], module: Any, config: Any) -> TrainedRun:
     from rlkit.envs import environment_spec, make_host
-    from rlkit.loops.host import KEY_IMPL
+    from rlkit.loops.environment_loop import KEY_IMPL
     from rlkit.runs.checkpoint import restore_state
-    from rlkit.runs.host import FINAL_STATES_DIR
+    from rlkit.runs.reverb_runner import FINAL_STATES_DIR
 
     env_id = results["env"]
     make_env: Callable[[int], Any] = lambda seed: make_host(env_id, seed=seed)  # noqa: E731
@@ -169,7 +169,7 @@ def evaluate_trained(run: TrainedRun, episodes: int | None = None, seeds: Sequen
 
 
 def _evaluate_host(run: TrainedRun, episodes: int, seeds: list[int], indices: list[int], eval_seed: int):
-    from rlkit.loops.host import Actor, evaluate_actor
+    from rlkit.loops.environment_loop import Actor, evaluate_actor
 
     out = []
     for seed, index in zip(seeds, indices):

@@ -39,7 +39,7 @@ def test_host_experiment_steps_several_environments_with_one_act_call(reverb_mod
         assert experiment.env_steps == 200 and calls == [(0, (2, 4)), (1, (2, 4))] * 51
         assert experiment.writer.transitions_written == 200 and experiment.writer.items_written == 50
         assert experiment.table_size() == 50
-        # The learner runs every steps_per_update = 4 environment steps once 40 transitions are in.
+        # The learner runs every steps_per_iteration = 4 environment steps once 40 transitions are in.
         assert experiment.updates == (200 - 40) // 4 + 1
         assert np.isfinite(metrics["loss"]) and metrics["episodes"] > 0
         assert np.all(np.isfinite(experiment.evaluate(2)))

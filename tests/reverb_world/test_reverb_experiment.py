@@ -68,14 +68,14 @@ def test_one_dqn_agent_learns_in_the_device_loop_and_through_reverb(reverb_modul
         factory, config, device_env, rlkit.RunConfig(total_steps=steps, num_chunks=20, eval_episodes=8)
     )
     compiled = rlkit.compile_training(trainer, seeds=[0])
-    carry = compiled.carry
+    run_state = compiled.run_state
     for chunk in range(trainer.plan.num_chunks):
-        carry, _ = compiled.chunk(carry, compiled.hparams)
-        seen = np.asarray(compiled.evaluate(carry.agent_state, rlkit.seed_keys([100 + chunk]), compiled.hparams))
+        run_state, _ = compiled.chunk(run_state, compiled.hparams)
+        seen = np.asarray(compiled.evaluate(run_state.agent_state, rlkit.seed_keys([100 + chunk]), compiled.hparams))
         if seen.mean() >= stop_at:
             break
     device_final = np.concatenate([  # 16 fresh episodes: keys never used above
-        np.asarray(compiled.evaluate(carry.agent_state, rlkit.seed_keys([10_000 + i]), compiled.hparams)).ravel()
+        np.asarray(compiled.evaluate(run_state.agent_state, rlkit.seed_keys([10_000 + i]), compiled.hparams)).ravel()
         for i in range(2)
     ])
     # The host loop on the same gymnax CartPole behind the dm_env adapter, with Reverb replay.
@@ -85,7 +85,7 @@ def test_one_dqn_agent_learns_in_the_device_loop_and_through_reverb(reverb_modul
     )
     # A uniform policy averages about 22 on CartPole; both greedy policies, on 16 fresh episodes, must
     # be near the 500 cap.
-    assert device_final.mean() >= 400, (int(carry.env_steps[0]), device_final)
+    assert device_final.mean() >= 400, (int(run_state.env_steps[0]), device_final)
     assert host["final_return"] >= 400, (host["final_returns"], host["evaluations"])
 
 

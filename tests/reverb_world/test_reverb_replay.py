@@ -12,7 +12,7 @@ import pytest
 
 from rlkit import envs
 from rlkit.agents import dqn
-from rlkit.loops.host import Actor, EnvironmentLoop
+from rlkit.loops.environment_loop import Actor, EnvironmentLoop
 from rlkit.types import ExperienceSpec, Trajectory, Transition
 
 pytestmark = pytest.mark.reverb
@@ -371,7 +371,7 @@ import rlax  # before reverb
 import reverb
 from rlkit import envs
 from rlkit.agents import dqn
-from rlkit.loops.host import Actor, EnvironmentLoop
+from rlkit.loops.environment_loop import Actor, EnvironmentLoop
 from rlkit.replay import reverb as rr
 
 server = subprocess.Popen([sys.executable, "-c", sys.argv[1]], stdout=subprocess.PIPE, text=True)

@@ -145,9 +145,9 @@ def train_command(args: argparse.Namespace) -> int:
     config = cfg.override(presets.config_for(args.agent, args.env), dict(args.overrides))
     spec = agent_module.experience(config)
     host_envs, per_item = getattr(args, "host_envs", 1), getattr(args, "transitions_per_item", 1)
-    if host_envs < 1 or spec.steps_per_update % host_envs:
+    if host_envs < 1 or spec.steps_per_iteration % host_envs:
         raise ValueError(
-            f"--host-envs={host_envs} must be >= 1 and divide num_envs * num_steps = {spec.steps_per_update} "
+            f"--host-envs={host_envs} must be >= 1 and divide num_envs * num_steps = {spec.steps_per_iteration} "
             "(the environment steps between learner iterations)"
         )
     if per_item != 1 and spec.kind != "transitions":
@@ -162,7 +162,7 @@ def train_command(args: argparse.Namespace) -> int:
         raise ValueError(f"{error} (--backend reverb runs host environments)") from None
     env_spec = environment_spec(env)
     del env
-    plan = plan_chunks(args.steps, spec.steps_per_update, args.chunks)
+    plan = plan_chunks(args.steps, spec.steps_per_iteration, args.chunks)
     agent_module.make(config, env_spec, plan.total_steps)  # checks the agent fits the environment
     if spec.min_size >= plan.total_steps:
         raise ValueError(
@@ -170,7 +170,7 @@ def train_command(args: argparse.Namespace) -> int:
             "steps)"
         )
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    steps_per_chunk = plan.updates_per_chunk * plan.steps_per_update
+    steps_per_chunk = plan.iterations_per_chunk * plan.steps_per_iteration
     identity = {
         "agent": args.agent, "env": args.env, "config": cfg.to_dict(config), "seeds": seeds,
         "total_steps": plan.total_steps, "num_chunks": plan.num_chunks, "eval_episodes": args.eval_episodes,
@@ -298,7 +298,7 @@ def _train_seeds(
         )
         try:
             if resuming:
-                experiment.restore(restored.carry, run["counters"])
+                experiment.restore(restored.run_state, run["counters"])
                 progress.note(f"seed {seed}: replay restored with {experiment.table_size():,} items")
             compile_seconds = experiment.compile()
             run["compile_seconds"] += compile_seconds
@@ -326,7 +326,7 @@ def _train_seeds(
                     run["replay_checkpoint"] = Path(experiment.checkpoint_replay()).name
                     _keep_replay_checkpoints(replay_dir, [p.name for p in _replay_checkpoints(replay_dir)]
                                              [-args.keep_checkpoints:])
-                    checkpointer.save(seed_index * num_chunks + chunk + 1, experiment.carry(), done_steps,
+                    checkpointer.save(seed_index * num_chunks + chunk + 1, experiment.run_state(), done_steps,
                                       {**run, "env_steps": done_steps, "history": table.history})
                     progress.note(f"checkpoint: seed {seed}, {experiment.env_steps:,} steps")
             progress.note(f"seed {seed}: evaluating {args.eval_episodes} episodes with the deterministic policy")
@@ -342,7 +342,7 @@ def _train_seeds(
             # The seed is done: save its final state (the replay is no longer needed).
             run.update(seed_index=seed_index + 1, seed_chunks=0, seed_seconds=0.0, counters=None,
                        replay_checkpoint=None)
-            checkpointer.save((seed_index + 1) * num_chunks, experiment.carry(), done_steps,
+            checkpointer.save((seed_index + 1) * num_chunks, experiment.run_state(), done_steps,
                               {**run, "env_steps": done_steps, "history": table.history})
         finally:
             experiment.close()
