@@ -119,8 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="evaluate only this training seed (repeatable; default: all of the run's)")
     render = commands.add_parser(
         "render", help="write a GIF of a finished run's greedy episodes",
-        description="Load a finished device run and draw greedy episodes of one seed's final policy, a frame per "
-                    "step (classic control from the state, MinAtar and other grid environments from the image).",
+        description="Load a finished run and draw greedy episodes of one seed's final policy, a frame per step: "
+                    "classic control from the state, MinAtar and other grid environments from the image, "
+                    "dm_control tasks through MuJoCo's camera (needs MUJOCO_GL=egl or osmesa).",
     )
     render.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by 'train --out'")
     render.add_argument("--out", default="episode.gif", help="GIF to write (default episode.gif)")
@@ -294,20 +295,23 @@ def render_command(args: argparse.Namespace) -> int:
     if args.episodes < 1 or args.fps < 1:
         raise ValueError(f"--episodes and --fps must be >= 1, got {args.episodes} and {args.fps}")
     run = trained.load(args.run_dir)
-    if run.backend != "device":
-        raise ValueError(f"render: draws device runs (gymnax environments); {args.run_dir} ran {run.results['env']} "
-                         f"on the {run.backend} backend")
-    render.renderable(run.env)
     seed = run.seeds[0] if args.seed is None else args.seed
-    episodes = render.record_episodes(run.env, run.agent, run.state(seed), jax.random.key(EVAL_SEED + seed),
-                                      args.episodes)
+    state = run.state(seed)
     try:
-        frames = render.write_gif(run.env, episodes, args.out, fps=args.fps)
+        if run.backend == "device":
+            render.renderable(run.env)
+            episodes = render.record_episodes(run.env, run.agent, state, jax.random.key(EVAL_SEED + seed),
+                                              args.episodes)
+            frames = render.write_gif(run.env, episodes, args.out, fps=args.fps)
+            lengths, returns = [e.length for e in episodes], [e.episode_return for e in episodes]
+        else:
+            images, lengths, returns = render.record_host_episodes(run.results["env"], run.env, run.agent, state,
+                                                                   EVAL_SEED + seed, args.episodes)
+            frames = render.save_gif(images, args.out, args.fps)
     except OSError as error:
         raise ValueError(f"--out {args.out}: cannot be written ({error.strerror or error})") from None
-    lengths = ", ".join(str(e.length) for e in episodes)
-    returns = ", ".join(f"{e.episode_return:.1f}" for e in episodes)
-    print(f"wrote {args.out}: {frames} frames, seed {seed}, episode lengths {lengths}, returns {returns}")
+    print(f"wrote {args.out}: {frames} frames, seed {seed}, episode lengths {', '.join(map(str, lengths))}, "
+          f"returns {', '.join(f'{r:.1f}' for r in returns)}")
     return 0
 
 

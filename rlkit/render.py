@@ -7,6 +7,10 @@ the gymnax state, grid environments (MinAtar, bsuite's Catch and DeepSea, ...) f
 one colour per channel. ``write_gif`` writes one frame per step (the state after it), so a
 GIF of episodes of lengths ``L_1..L_K`` holds ``sum(L_i)`` frames. Needs only Pillow (which
 matplotlib already brings); no display, no pygame.
+
+Runs on the Reverb backend play on their host environment (``record_host_episodes``): gymnasium's
+classic control is drawn the same way from the gymnasium state, dm_control tasks through MuJoCo's
+camera, which needs an offscreen OpenGL backend (``MUJOCO_GL=egl`` or ``osmesa``).
 """
 
 from __future__ import annotations
@@ -117,9 +121,88 @@ def write_gif(env: DeviceEnv, episodes: list[Episode], path: str | Path, fps: in
             state = jax.tree.map(lambda x: x[t], episode.states)
             caption = f"{env.env_id}  episode {number}  step {t + 1}/{episode.length}  return {returns[t]:.1f}"
             frames.append(draw_frame(env, state, episode.observations[t], caption))
+    return save_gif(frames, path, fps)
+
+
+def save_gif(frames: list[Any], path: str | Path, fps: int) -> int:
+    """Write ``PIL.Image`` frames as a looping GIF (every frame kept); returns their number."""
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=max(1, round(1000 / fps)), loop=0,
                    optimize=False, disposal=1)
     return len(frames)
+
+
+# -- host environments (Reverb runs) ------------------------------------------------------------
+
+_GYM_STATE_FIELDS = {"CartPole-v1": ("x", "x_dot", "theta", "theta_dot"), "Pendulum-v1": ("theta", "theta_dot"),
+                     "Acrobot-v1": ("joint_angle1", "joint_angle2", "velocity_1", "velocity_2"),
+                     "MountainCar-v0": ("position", "velocity"), "MountainCarContinuous-v0": ("position", "velocity")}
+
+
+def host_camera(env_id: str, environment: Any) -> Any:
+    """A function drawing ``environment``'s current state as a ``PIL.Image``; a ValueError where none can."""
+    from types import SimpleNamespace
+
+    from PIL import Image, ImageDraw
+
+    prefix, _, name = env_id.partition(":")
+    if prefix == "gym" and name in _GYM_STATE_FIELDS:
+        import gymnax
+
+        params = gymnax.make(name)[1]
+        unwrapped = environment.environment.unwrapped
+
+        def draw_gym():
+            state = SimpleNamespace(**dict(zip(_GYM_STATE_FIELDS[name], np.asarray(unwrapped.state, np.float64))))
+            image = Image.new("RGB", (WIDTH, HEIGHT), (255, 255, 255))
+            _DRAW[name](ImageDraw.Draw(image), state, params)
+            return image
+
+        return draw_gym
+    if prefix == "dm_control":
+        import os
+
+        backend = os.environ.get("MUJOCO_GL", "glfw")
+        if backend == "glfw" and not os.environ.get("DISPLAY"):
+            raise ValueError(f"render: {env_id} draws through MuJoCo's camera, which needs a display or an offscreen "
+                             "OpenGL backend; this machine has no DISPLAY and MUJOCO_GL is unset: install EGL or "
+                             "OSMesa and run with MUJOCO_GL=egl (or MUJOCO_GL=osmesa)")
+        physics = environment.environment.physics
+        try:
+            physics.render(height=HEIGHT, width=WIDTH, camera_id=0)
+        except Exception as error:  # MuJoCo raises several types where no OpenGL context can be made
+            raise ValueError(f"render: {env_id} needs an offscreen OpenGL backend for MuJoCo's camera, and this "
+                             f"machine has none working ({type(error).__name__}: {error}); install EGL or OSMesa "
+                             "and set MUJOCO_GL=egl or MUJOCO_GL=osmesa") from None
+        return lambda: Image.fromarray(physics.render(height=HEIGHT, width=WIDTH, camera_id=0))
+    raise ValueError(f"render: no renderer for the host environment {env_id}; rlkit draws gym:ID for "
+                     f"{', '.join(_GYM_STATE_FIELDS)} and dm_control:DOMAIN-TASK")
+
+
+def record_host_episodes(env_id: str, make_env: Any, agent: Agent, agent_state: AgentState, seed: int,
+                         episodes: int) -> tuple[list[Any], list[int], list[float]]:
+    """Greedy episodes on a host environment: ``(frames, lengths, returns)``, a frame after every step."""
+    from PIL import ImageDraw
+
+    from rlkit.loops.environment_loop import KEY_IMPL, Actor
+
+    environment = make_env(seed)
+    camera = host_camera(env_id, environment)
+    actor = Actor(agent, agent_state, deterministic=True, key=jax.random.key(seed, impl=KEY_IMPL))
+    frames, lengths, returns = [], [], []
+    for number in range(1, episodes + 1):
+        timestep = environment.reset()
+        actor.observe_first(timestep)
+        length, total = 0, 0.0
+        while not timestep.last():
+            timestep = environment.step(actor.select_action(timestep.observation))
+            length, total = length + 1, total + float(timestep.reward)
+            frame = camera()
+            ImageDraw.Draw(frame).text((4, 4), f"{env_id}  episode {number}  step {length}  return {total:.1f}",
+                                       fill=(0, 0, 0))
+            frames.append(frame)
+        lengths.append(length)
+        returns.append(total)
+    return frames, lengths, returns
 
 
 def _grid_shape(env: DeviceEnv) -> tuple[int, int, int]:

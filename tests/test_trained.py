@@ -153,3 +153,29 @@ def test_render_refuses_what_it_cannot_draw():
 
     with pytest.raises(ValueError, match="no renderer for MemoryChain-bsuite"):
         render.renderable(envs.make("MemoryChain-bsuite"))
+
+
+def test_render_host_episodes_of_gymnasium_classic_control(tmp_path):
+    """A Reverb run plays on its host environment: gymnasium's CartPole, drawn from its state."""
+    from rlkit import agents, render
+    from rlkit.envs import environment_spec, make_host
+
+    make = lambda seed: make_host("gym:CartPole-v1", seed=seed)  # noqa: E731
+    module = agents.get("dqn")
+    agent = module.make(module.Config(hidden_sizes=(8,)), environment_spec(make(0)), 1000)
+    state = agent.init(jax.random.key(0))
+    frames, lengths, returns = render.record_host_episodes("gym:CartPole-v1", make, agent, state, 3, episodes=2)
+    assert len(lengths) == 2 and len(frames) == sum(lengths) and returns == [float(n) for n in lengths]
+    assert render.save_gif(frames, tmp_path / "host.gif", fps=30) == gif_frames(tmp_path / "host.gif") == sum(lengths)
+
+
+def test_render_dm_control_without_an_opengl_backend_names_what_is_missing(monkeypatch):
+    from rlkit import render
+    from rlkit.envs import make_host
+
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    with pytest.raises(ValueError, match="MUJOCO_GL=egl"):
+        render.host_camera("dm_control:cartpole-balance", make_host("dm_control:cartpole-balance"))
+    with pytest.raises(ValueError, match="no renderer for the host environment gym:Taxi-v3"):
+        render.host_camera("gym:Taxi-v3", None)

@@ -115,7 +115,10 @@ def _load_device(run_dir: Path, results: dict[str, Any], module: Any, config: An
         if step != trainer.plan.num_chunks:
             raise ValueError(f"RUN_DIR {run_dir}: its last checkpoint is after chunk {step}, not the final "
                              f"chunk {trainer.plan.num_chunks}; the final state is missing")
-        saved = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(raw))).state
+        try:
+            saved = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(raw))).state
+        except Exception as error:  # orbax raises many types for a tree of another shape
+            raise _does_not_fit(run_dir, error) from None
     finally:
         manager.close()
     agent = module.make(config, env.spec, trainer.plan.total_steps)
@@ -145,9 +148,18 @@ def _load_host(run_dir: Path, results: dict[str, Any], module: Any, config: Any)
         if not path.is_dir():
             raise ValueError(f"RUN_DIR {run_dir}: no final state for seed {seed} ({path}); runs trained before "
                              "rlkit saved final states cannot be loaded")
-        states.append(restore_state(path, like))
+        try:
+            states.append(restore_state(path, like))
+        except Exception as error:
+            raise _does_not_fit(run_dir, error) from None
     stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *states)
     return TrainedRun(agent, stacked, make_env, config, seeds, HOST_BACKEND, results, run_dir)
+
+
+def _does_not_fit(run_dir: Path, error: Exception) -> ValueError:
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return ValueError(f"RUN_DIR {run_dir}: the saved agent state does not fit this rlkit's ({first[:160]}); "
+                      "was it written by another rlkit version? results.json names the versions")
 
 
 def evaluate_trained(run: TrainedRun, episodes: int | None = None, seeds: Sequence[int] | None = None) -> np.ndarray:

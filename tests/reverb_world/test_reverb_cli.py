@@ -59,6 +59,15 @@ def test_train_backend_reverb_writes_the_device_records(tmp_path, reverb_module)
     expected = [f"{value:.2f}" for value in results["final_eval_return"]["per_seed"]]
     assert [row[1] for row in table] == expected, again.stdout
     assert "reverb backend" in again.stdout
+    gif = tmp_path / "episode.gif"
+    shown = subprocess.run([sys.executable, "-m", "rlkit", "render", str(out), "--out", str(gif), "--seed", "1"],
+                           capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    length = int(shown.stdout.split("episode lengths ")[1].split(",")[0])
+    from PIL import Image
+
+    with Image.open(gif) as image:
+        assert image.n_frames == length >= 1
 
 
 def test_sigkill_then_resume_keeps_the_replay(tmp_path, reverb_module):
