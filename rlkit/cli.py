@@ -256,8 +256,7 @@ def train_command(args: argparse.Namespace) -> int:
 def plot_command(args: argparse.Namespace) -> int:
     from rlkit import plot
 
-    if not args.out.lower().endswith(".png"):
-        raise ValueError(f"--out must name a .png file, got {args.out!r}")
+    _check_suffix(args.out, ".png")
     try:
         runs = [plot.load_run(run_dir, args.metric) for run_dir in args.run_dirs]
         info = plot.plot_runs(runs, args.metric, args.out)
@@ -267,6 +266,11 @@ def plot_command(args: argparse.Namespace) -> int:
     width, height = info["size"]
     print(f"wrote {info['path']} ({info['curves']} curve(s) of {args.metric}, {width}x{height} px)")
     return 0
+
+
+def _check_suffix(out: str, suffix: str) -> None:
+    if not out.lower().endswith(suffix):
+        raise ValueError(f"--out must name a {suffix} file, got {out!r}")
 
 
 def eval_command(args: argparse.Namespace) -> int:
@@ -290,8 +294,7 @@ def render_command(args: argparse.Namespace) -> int:
     from rlkit.runs import trained
     from rlkit.runs.runner import EVAL_SEED
 
-    if not args.out.lower().endswith(".gif"):
-        raise ValueError(f"--out must name a .gif file, got {args.out!r}")
+    _check_suffix(args.out, ".gif")
     if args.episodes < 1 or args.fps < 1:
         raise ValueError(f"--episodes and --fps must be >= 1, got {args.episodes} and {args.fps}")
     run = trained.load(args.run_dir)
@@ -318,8 +321,7 @@ def render_command(args: argparse.Namespace) -> int:
 def export_command(args: argparse.Namespace) -> int:
     from rlkit import plot
 
-    if not args.out.lower().endswith(".csv"):
-        raise ValueError(f"--out must name a .csv file, got {args.out!r}")
+    _check_suffix(args.out, ".csv")
     try:
         path, rows = plot.export_csv(args.run_dirs, args.out)
     except OSError as error:
