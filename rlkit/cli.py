@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-episodes", type=int, default=32, help="final evaluation episodes per seed")
     train.add_argument("--chunks", type=int, default=10, help="about how many chunks (log points) per run")
     train.add_argument("--quiet", action="store_true", help="no progress output")
+    train.add_argument(
+        "--no-compile-cache", action="store_true",
+        help="compile every program afresh instead of loading it from the persistent compile cache "
+             "(default: on, in $RLKIT_COMPILE_CACHE or ~/.cache/rlkit/jax; RLKIT_COMPILE_CACHE=off also turns it off)",
+    )
     train.add_argument("--tensorboard", action="store_true", help="also log chunk metrics to OUT/tensorboard")
     train.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (needs rlkit[wandb])")
     train.add_argument("--wandb-project", default="rlkit", help="W&B project (default rlkit)")
@@ -145,7 +150,7 @@ def train_command(args: argparse.Namespace) -> int:
     from rlkit import agents, envs, presets
     from rlkit import config as cfg
     from rlkit.loops.device import RunConfig, make_trainer
-    from rlkit.runs import records, rundir
+    from rlkit.runs import compile_cache, records, rundir
     from rlkit.runs.checkpoint import Checkpointer
     from rlkit.runs.runner import run_training, summarize_chunk
     from rlkit.runs.tensorboard import TensorBoardWriter
@@ -169,6 +174,9 @@ def train_command(args: argparse.Namespace) -> int:
     if opened.complete:
         return rundir.print_complete(opened.path)
     run_dir, resuming = opened.path, opened.resume
+    cache_dir = compile_cache.chosen_directory(disabled=args.no_compile_cache)
+    if cache_dir is not None:
+        compile_cache.enable(cache_dir)
     checkpointer = Checkpointer(
         run_dir, identity, every_steps=args.checkpoint_every_steps,
         every_minutes=args.checkpoint_every_minutes, keep=args.keep_checkpoints,
@@ -229,17 +237,23 @@ def train_command(args: argparse.Namespace) -> int:
 
     started = time.time()
     try:
-        result = run_training(
-            trainer, seeds, on_chunk=on_chunk, restore=restore if resuming else None,
-            after_chunk=after_chunk,
-        )
+        with compile_cache.CacheCounter() as cached:
+            result = run_training(
+                trainer, seeds, on_chunk=on_chunk, restore=restore if resuming else None,
+                after_chunk=after_chunk,
+            )
         progress.close()  # before the table, so a terminal's progress bar is gone
         per_seed = result.eval_returns.mean(axis=1)
+        hits, misses = cached.count()
         rundir.finish_run(
             run_dir, identity, per_seed, compile_seconds=result.compile_seconds,
             run_seconds=resumed["run_seconds"] + result.run_seconds, eval_seconds=result.eval_seconds,
             resumed_from=resumed["chunks_done"] if resuming else None, started=started, versions=records.versions(),
+            extra={"compile_cache": {"directory": None if cache_dir is None else str(cache_dir),
+                                     "programs_loaded": hits, "programs_compiled": misses}},
         )
+        if cache_dir is not None:
+            print(f"compile cache {cache_dir}: {hits} program(s) loaded, {misses} compiled and stored")
         if tracker is not None:
             from rlkit.runs.wandb_logger import learning_curves
 

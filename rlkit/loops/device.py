@@ -29,6 +29,7 @@ from rlkit.replay import device as device_replay
 from rlkit.types import Agent, AgentFactory, AgentState, EnvSpec, ExperienceSpec, Trajectory
 
 HParams = Mapping[str, jax.Array]
+MAX_STEPS_PER_RUN = 2**31 - 1  # environment steps per run, counted in int32 on the device
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +50,9 @@ class RunConfig:
     def __post_init__(self):
         if not isinstance(self.total_steps, int) or self.total_steps <= 0:
             raise ValueError(f"steps (total_steps) must be a positive integer, got {self.total_steps!r}")
+        if self.total_steps > MAX_STEPS_PER_RUN:
+            raise ValueError(f"steps (total_steps)={self.total_steps:,}: at most {MAX_STEPS_PER_RUN:,} per run, "
+                             "which the device loop's int32 step counters hold; train longer as several runs")
         if self.num_chunks < 1:
             raise ValueError(f"num_chunks must be >= 1, got {self.num_chunks}")
         if self.eval_episodes < 1:

@@ -181,6 +181,11 @@ def train_command(args: argparse.Namespace) -> int:
     if opened.complete:
         return rundir.print_complete(opened.path)
     run_dir = opened.path
+    from rlkit.runs import compile_cache
+
+    cache_dir = compile_cache.chosen_directory(disabled=getattr(args, "no_compile_cache", False))
+    if cache_dir is not None:  # the actor's and learner's programs, loaded again for every later seed and run
+        compile_cache.enable(cache_dir)
     args.resume = opened.resume  # False where --resume found no checkpoint and starts afresh
     checkpointer = Checkpointer(
         run_dir, identity, every_steps=args.checkpoint_every_steps,
