@@ -75,7 +75,7 @@ class State(NamedTuple):
     params: dict
     target_params: dict
     opt_state: optax.OptState
-    updates: jax.Array  # gradient steps taken
+    grad_steps: jax.Array  # gradient steps taken
 
 
 def experience(config: Config) -> rlkit.ExperienceSpec:
@@ -125,7 +125,7 @@ def make(config: Config, spec: rlkit.EnvSpec, total_steps: int | None = None) ->
 
     def act(state, obs, carry, key, deterministic=False):
         q_values = network.apply(state.params, obs)
-        explore = 0.0 if deterministic else epsilon(state.updates)
+        explore = 0.0 if deterministic else epsilon(state.grad_steps)
         action = rlax.epsilon_greedy(explore).sample(key, q_values)
         return rlkit.ActOutput(action, carry)
 
@@ -135,7 +135,7 @@ def make(config: Config, spec: rlkit.EnvSpec, total_steps: int | None = None) ->
         )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        count = state.updates + 1
+        count = state.grad_steps + 1
         blend = jnp.where(count % target_every == 0, config.tau, 0.0)
         target_params = optax.incremental_update(params, state.target_params, blend)
         metrics["epsilon"] = epsilon(count)

@@ -73,7 +73,7 @@ class QNetwork(nn.Module):
 class State(NamedTuple):
     params: dict
     opt_state: optax.OptState
-    updates: jax.Array  # rollouts learned from
+    iterations: jax.Array  # loop iterations (rollouts) learned from
 
 
 def experience(config: Config) -> rlkit.ExperienceSpec:
@@ -114,7 +114,7 @@ def make(config: Config, spec: rlkit.EnvSpec, total_steps: int | None = None) ->
 
     def act(state, obs, carry, key, deterministic=False):
         q_values = network.apply(state.params, obs)
-        explore = 0.0 if deterministic else epsilon(state.updates)
+        explore = 0.0 if deterministic else epsilon(state.iterations)
         action = rlax.epsilon_greedy(explore).sample(key, q_values)
         return rlkit.ActOutput(action, carry)
 
@@ -151,8 +151,8 @@ def make(config: Config, spec: rlkit.EnvSpec, total_steps: int | None = None) ->
             epoch, (state.params, state.opt_state), jax.random.split(key, config.num_epochs)
         )
         metrics = jax.tree.map(jnp.mean, metrics)
-        metrics["epsilon"] = epsilon(state.updates + 1)
-        return State(params, opt_state, state.updates + 1), metrics
+        metrics["epsilon"] = epsilon(state.iterations + 1)
+        return State(params, opt_state, state.iterations + 1), metrics
 
     return rlkit.Agent(init, act, update)
 

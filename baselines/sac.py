@@ -95,7 +95,7 @@ class State(NamedTuple):
     target_critic: dict
     log_alpha: jax.Array
     opt_state: tuple  # (actor, critic, alpha)
-    updates: jax.Array  # gradient steps taken
+    grad_steps: jax.Array  # gradient steps taken
 
 
 def experience(config: Config) -> rlkit.ExperienceSpec:
@@ -141,7 +141,7 @@ def make(config: Config, spec: rlkit.EnvSpec, total_steps: int | None = None) ->
             policy_key, uniform_key = jax.random.split(key)
             action, _ = sample_action(mean, log_std, policy_key)
             uniform = jax.random.uniform(uniform_key, action.shape, minval=-1.0, maxval=1.0)
-            action = jnp.where(state.updates == 0, uniform, action)  # no update yet: still warming up
+            action = jnp.where(state.grad_steps == 0, uniform, action)  # no update yet: still warming up
         return rlkit.ActOutput(center + half_range * action, carry)
 
     def critic_loss(critic_params, state: State, batch: rlkit.Transition, key):
@@ -183,7 +183,7 @@ def make(config: Config, spec: rlkit.EnvSpec, total_steps: int | None = None) ->
         # 4. Target critics by Polyak averaging.
         target = optax.incremental_update(state.critic, state.target_critic, config.tau)
         state = state._replace(target_critic=target, opt_state=(actor_opt, critic_opt, alpha_opt),
-                               updates=state.updates + 1)
+                               grad_steps=state.grad_steps + 1)
         metrics = {"loss": q_loss, "actor_loss": pi_loss, "q_mean": q_mean, "alpha": jnp.exp(state.log_alpha),
                    "entropy": -jnp.mean(log_prob)}
         return state, metrics

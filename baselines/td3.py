@@ -94,7 +94,7 @@ class State(NamedTuple):
     params: Params
     target: Params
     opt_state: tuple  # (actor, critic)
-    updates: jax.Array  # critic gradient steps taken
+    grad_steps: jax.Array  # critic gradient steps taken
 
 
 def experience(config: Config) -> rlkit.ExperienceSpec:
@@ -138,7 +138,7 @@ def make(config: Config, spec: rlkit.EnvSpec, total_steps: int | None = None) ->
             noise_key, uniform_key = jax.random.split(key)
             noisy = rlax.add_gaussian_noise(noise_key, action, config.exploration_noise)
             uniform = jax.random.uniform(uniform_key, action.shape, minval=-1.0, maxval=1.0)
-            action = jnp.where(state.updates == 0, uniform, jnp.clip(noisy, -1.0, 1.0))
+            action = jnp.where(state.grad_steps == 0, uniform, jnp.clip(noisy, -1.0, 1.0))
         return rlkit.ActOutput(center + half_range * action, carry)
 
     def critic_loss(critic_params, state: State, batch: rlkit.Transition, key):
@@ -165,16 +165,16 @@ def make(config: Config, spec: rlkit.EnvSpec, total_steps: int | None = None) ->
         updates, actor_opt = optimizer.update(grads, actor_opt)
         params = state.params._replace(actor=optax.apply_updates(state.params.actor, updates))
         target = optax.incremental_update(params, state.target, config.tau)
-        return State(params, target, (actor_opt, critic_opt), state.updates)
+        return State(params, target, (actor_opt, critic_opt), state.grad_steps)
 
     def update(state, batch: rlkit.Transition, key):
         actor_opt, critic_opt = state.opt_state
         (loss, q_mean), grads = jax.value_and_grad(critic_loss, has_aux=True)(state.params.critic, state, batch, key)
         updates, critic_opt = optimizer.update(grads, critic_opt)
         params = state.params._replace(critic=optax.apply_updates(state.params.critic, updates))
-        state = State(params, state.target, (actor_opt, critic_opt), state.updates + 1)
+        state = State(params, state.target, (actor_opt, critic_opt), state.grad_steps + 1)
         # The delayed half: every policy_delay critic updates, one actor step and the targets.
-        state = jax.lax.cond(state.updates % config.policy_delay == 0, actor_and_targets,
+        state = jax.lax.cond(state.grad_steps % config.policy_delay == 0, actor_and_targets,
                              lambda state, batch: state, state, batch)
         return state, {"loss": loss, "q_mean": q_mean}
 

@@ -94,7 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="W&B mode (default: WANDB_MODE, else online); offline needs no account or network",
     )
     train.add_argument("--overwrite", action="store_true", help="replace the records of an earlier run in --out")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    train.add_argument(
+        "--resume", action="store_true",
+        help="continue the run in --out from its latest checkpoint; with no checkpoint yet it starts afresh, on a "
+             "finished run it prints the results and exits 0 (so a requeued job always does the right thing)",
+    )
     train.add_argument(
         "--checkpoint-every-steps", type=parse_steps, default=None, metavar="N",
         help="checkpoint between chunks every N environment steps (default: by time only)",
@@ -132,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--out", default="episode.gif", help="GIF to write (default episode.gif)")
     render.add_argument("--seed", type=int, default=None, metavar="S", help="training seed (default: the run's first)")
     render.add_argument("--episodes", type=int, default=1, metavar="K", help="episodes, one after another (default 1)")
-    render.add_argument("--fps", type=int, default=30, help="frames per second (default 30)")
+    render.add_argument("--fps", type=int, default=30, help="frames per second, at most 50 (default 30)")
     export = commands.add_parser(
         "export", help="write run directories' metrics.jsonl as one CSV table (a row per run, seed and chunk)",
     )
@@ -151,9 +155,10 @@ def train_command(args: argparse.Namespace) -> int:
     from rlkit import config as cfg
     from rlkit.loops.device import RunConfig, make_trainer
     from rlkit.runs import compile_cache, records, rundir
-    from rlkit.runs.checkpoint import Checkpointer
+    from rlkit.runs.checkpoint import Checkpointer, save_state
     from rlkit.runs.runner import run_training, summarize_chunk
     from rlkit.runs.tensorboard import TensorBoardWriter
+    from rlkit.runs.trained import ALL_SEEDS
 
     # Everything is validated before anything compiles.
     if args.seeds < 1:
@@ -170,13 +175,14 @@ def train_command(args: argparse.Namespace) -> int:
         **({"observe": list(args.observe)} if args.observe else {}),
         "total_steps": plan.total_steps, "num_chunks": plan.num_chunks, "eval_episodes": args.eval_episodes,
     }
+    rundir.check_run_options(args)
+    cache_dir = compile_cache.chosen_directory(disabled=args.no_compile_cache)
+    if cache_dir is not None:
+        compile_cache.enable(cache_dir)
     opened = rundir.open_run_dir(args.out, identity, resume=args.resume, overwrite=args.overwrite)
     if opened.complete:
         return rundir.print_complete(opened.path)
     run_dir, resuming = opened.path, opened.resume
-    cache_dir = compile_cache.chosen_directory(disabled=args.no_compile_cache)
-    if cache_dir is not None:
-        compile_cache.enable(cache_dir)
     checkpointer = Checkpointer(
         run_dir, identity, every_steps=args.checkpoint_every_steps,
         every_minutes=args.checkpoint_every_minutes, keep=args.keep_checkpoints,
@@ -198,11 +204,6 @@ def train_command(args: argparse.Namespace) -> int:
     writer = None
     board = None
     tracker = None
-    if args.wandb:
-        from rlkit.runs.wandb_logger import WandbWriter
-
-        tracker = WandbWriter(run_dir, identity, seeds, project=args.wandb_project, entity=args.wandb_entity,
-                              group=args.wandb_group, mode=args.wandb_mode)
     last = {"elapsed": 0.0, "env_steps": 0}
 
     def on_chunk(index: int, metrics: dict, elapsed: float) -> None:
@@ -236,13 +237,20 @@ def train_command(args: argparse.Namespace) -> int:
             })
 
     started = time.time()
+    succeeded = False
     try:
+        if args.wandb:
+            from rlkit.runs.wandb_logger import WandbWriter
+
+            tracker = WandbWriter(run_dir, identity, seeds, project=args.wandb_project, entity=args.wandb_entity,
+                                  group=args.wandb_group, mode=args.wandb_mode)
         with compile_cache.CacheCounter() as cached:
             result = run_training(
                 trainer, seeds, on_chunk=on_chunk, restore=restore if resuming else None,
                 after_chunk=after_chunk,
             )
         progress.close()  # before the table, so a terminal's progress bar is gone
+        save_state(run_dir / rundir.FINAL_STATES_DIR / ALL_SEEDS, result.run_state.agent_state)  # for rlkit.load
         per_seed = result.eval_returns.mean(axis=1)
         hits, misses = cached.count()
         rundir.finish_run(
@@ -258,12 +266,15 @@ def train_command(args: argparse.Namespace) -> int:
             from rlkit.runs.wandb_logger import learning_curves
 
             tracker.finish(per_seed, learning_curves(run_dir))
+        succeeded = True
     finally:
         progress.close()
         checkpointer.close()
-        for closable in (writer, board, tracker):
+        for closable in (writer, board):
             if closable is not None:
                 closable.close()
+        if tracker is not None:
+            tracker.close(exit_code=0 if succeeded else 1)
     return 0
 
 
@@ -309,22 +320,24 @@ def render_command(args: argparse.Namespace) -> int:
     from rlkit.runs.runner import EVAL_SEED
 
     _check_suffix(args.out, ".gif")
-    if args.episodes < 1 or args.fps < 1:
-        raise ValueError(f"--episodes and --fps must be >= 1, got {args.episodes} and {args.fps}")
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    if not 1 <= args.fps <= 50:  # GIF frame delays are in hundredths; viewers slow down shorter ones
+        raise ValueError(f"--fps must be in [1, 50], got {args.fps}")
     run = trained.load(args.run_dir)
     seed = run.seeds[0] if args.seed is None else args.seed
     state = run.state(seed)
+    if run.backend == "device":
+        render.renderable(run.env)
+        episodes = render.record_episodes(run.env, run.agent, state, jax.random.key(EVAL_SEED + seed), args.episodes)
+        lengths, returns = [e.length for e in episodes], [e.episode_return for e in episodes]
+        write = lambda: render.write_gif(run.env, episodes, args.out, fps=args.fps)  # noqa: E731
+    else:
+        images, lengths, returns = render.record_host_episodes(run.results["env"], run.env, run.agent, state,
+                                                               EVAL_SEED + seed, args.episodes)
+        write = lambda: render.save_gif(images, args.out, args.fps)  # noqa: E731
     try:
-        if run.backend == "device":
-            render.renderable(run.env)
-            episodes = render.record_episodes(run.env, run.agent, state, jax.random.key(EVAL_SEED + seed),
-                                              args.episodes)
-            frames = render.write_gif(run.env, episodes, args.out, fps=args.fps)
-            lengths, returns = [e.length for e in episodes], [e.episode_return for e in episodes]
-        else:
-            images, lengths, returns = render.record_host_episodes(run.results["env"], run.env, run.agent, state,
-                                                                   EVAL_SEED + seed, args.episodes)
-            frames = render.save_gif(images, args.out, args.fps)
+        frames = write()
     except OSError as error:
         raise ValueError(f"--out {args.out}: cannot be written ({error.strerror or error})") from None
     print(f"wrote {args.out}: {frames} frames, seed {seed}, episode lengths {', '.join(map(str, lengths))}, "

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from rlkit.runs.records import METRICS_FILE, RESULTS_FILE
+from rlkit.runs.records import METRICS_FILE, RESULTS_FILE, RUN_FILE
 from rlkit.stats import bootstrap_interval, curve_band, iqm
 
 DEFAULT_METRIC = "episode_return"
@@ -191,13 +191,20 @@ def export_csv(run_dirs: list[str], out: str | os.PathLike) -> tuple[Path, int]:
         metrics_path = path / METRICS_FILE
         if not metrics_path.is_file():
             raise FileNotFoundError(f"run dir {str(run_dir)!r} has no {METRICS_FILE}")
-        described = {}
-        for name in (RESULTS_FILE, "run.json"):
-            if (path / name).is_file():
-                described = json.loads((path / name).read_text(encoding="utf-8"))
-                break
-        lines = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        described, lines = {}, []
+        try:
+            for name in (RESULTS_FILE, RUN_FILE):
+                if (path / name).is_file():
+                    described = json.loads((path / name).read_text(encoding="utf-8"))
+                    break
+            text = metrics_path.read_text(encoding="utf-8")
+            lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as error:
+            raise ValueError(f"run dir {str(run_dir)!r}: unreadable JSON ({error})") from None
         tables.append((path.resolve().name, described, lines))
+    names = [name for name, _, _ in tables]
+    if len(set(names)) < len(names):  # a/run and b/run: label the rows with the paths as given
+        tables = [(str(run_dir), described, lines) for run_dir, (_, described, lines) in zip(run_dirs, tables)]
     metrics = sorted({name for _, _, lines in tables for line in lines for name in line.get("per_seed", {})}
                      - {"env_steps", "chunk"})
     rows = 0
@@ -209,7 +216,8 @@ def export_csv(run_dirs: list[str], out: str | os.PathLike) -> tuple[Path, int]:
             for line in lines:
                 per_seed = line.get("per_seed", {})
                 count = max((len(v) for v in per_seed.values()), default=0)
-                seeds = described.get("seeds") or list(range(count))
+                seeds = described.get("seeds") or []
+                seeds = seeds if len(seeds) == count else list(range(count))  # unknown: by position
                 for i in range(count):
                     steps = per_seed.get("env_steps", [line.get("env_steps")] * count)[i]
                     values = [_cell(per_seed[m][i]) if m in per_seed else "" for m in metrics]

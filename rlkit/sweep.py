@@ -357,7 +357,7 @@ def sweep_record(
     """The contents of ``sweep.json``: the setup, ranked per-combination results, per-group timings.
 
     ``steps`` is the requested step count; each group's ``total_steps`` is what its runs trained
-    (rounded down to whole update steps, which depend on the group's num_envs and num_steps).
+    (rounded down to whole loop iterations, which depend on the group's num_envs and num_steps).
     """
     ranked = rank(results)
     return records.jsonable({

@@ -152,8 +152,8 @@ class PriorityAgent:
 
 def test_the_loop_writes_priorities_back(toy):
     trainer = make_trainer(PriorityAgent, NoConfig(), toy, RunConfig(total_steps=8 * 20, num_chunks=2, eval_episodes=1))
-    carry, metrics = jax.jit(trainer.train)(jax.random.key(0), {})
-    priorities = leaf_priorities(carry.replay_state)
+    run_state, metrics = jax.jit(trainer.train)(jax.random.key(0), {})
+    priorities = leaf_priorities(run_state.replay_state)
     seen = priorities[priorities > 0]
     # Items were given 1 + time (1..5): the leaves are no longer all equal to the initial priority.
     assert len(np.unique(seen)) > 1 and set(np.round(np.unique(seen), 4)) <= {1.0, 2.0, 3.0, 4.0, 5.0}
@@ -198,7 +198,7 @@ def test_every_transition_replay_agent_learns_from_prioritized_replay(name, env_
     config = agents.get(name).Config(**small, **({"num_atoms": 5} if name == "c51" else {}))
     env = envs.make(env_id)
     trainer = make_trainer(agents.get(name), config, env, RunConfig(total_steps=96, num_chunks=1, eval_episodes=1))
-    carry, metrics = jax.jit(trainer.train)(jax.random.key(0), {})
-    leaves = leaf_priorities(carry.replay_state)
+    run_state, metrics = jax.jit(trainer.train)(jax.random.key(0), {})
+    leaves = leaf_priorities(run_state.replay_state)
     assert len(np.unique(leaves[leaves > 0])) > 2, leaves  # TD-error priorities, not one insert value
     assert "priorities" not in metrics and np.isfinite(np.asarray(metrics["loss"])).all()

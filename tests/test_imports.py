@@ -14,13 +14,14 @@ sys.meta_path.insert(0, Block())
 """
 
 USE_THE_CORE = """
-import jax, rlkit, rlkit.cli, rlkit.runs, rlkit.loops, rlkit.replay
+import jax, rlkit, rlkit.cli, rlkit.runs, rlkit.loops, rlkit.replay, rlkit.render, rlkit.plot
+import rlkit.runs.rundir, rlkit.runs.trained, rlkit.runs.reverb_runner, rlkit.runs.wandb_logger, rlkit.runs.compile_cache
 from rlkit.agents import dqn
 env = rlkit.make_env('CartPole-v1')
 config = dqn.Config(num_envs=2, buffer_size=64, batch_size=4, learning_starts=8, hidden_sizes=(8,))
 trainer = rlkit.make_trainer(dqn, config, env, rlkit.RunConfig(total_steps=64, num_chunks=1, eval_episodes=1))
-carry, metrics = jax.jit(trainer.train)(jax.random.key(0), {})
-assert int(carry.env_steps) == 64
+run_state, metrics = jax.jit(trainer.train)(jax.random.key(0), {})
+assert int(run_state.env_steps) == 64
 bad = sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'reverb'})
 print('imported:', bad)
 sys.exit(1 if bad else 0)

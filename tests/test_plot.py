@@ -16,7 +16,7 @@ SEEDS, CHUNKS = 3, 5
 
 def write_fake_run(run_dir, agent, env, scale, final):
     """Records exactly as `rlkit train` writes them: NaN returns before the first episodes end."""
-    run_dir = records.prepare_run_dir(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     writer = records.MetricsWriter(run_dir)
     for chunk in range(CHUNKS):
         returns = scale * (chunk + 1) + np.arange(SEEDS, dtype=np.float64)

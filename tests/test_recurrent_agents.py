@@ -75,9 +75,9 @@ def test_trains_in_the_device_loop_on_masked_cartpole(module, config):
 def test_r2d2_returns_one_priority_per_sequence_and_the_loop_writes_them_back():
     env = make_env("CartPole-v1", observe=(0, 2))
     trainer = make_trainer(r2d2, R2D2_TINY, env, RunConfig(total_steps=512, num_chunks=1, eval_episodes=1))
-    carry, metrics = jax.jit(trainer.train)(jax.random.key(0), {})
+    run_state, metrics = jax.jit(trainer.train)(jax.random.key(0), {})
     assert "priorities" not in metrics
-    written = leaf_priorities(carry.replay_state)
+    written = leaf_priorities(run_state.replay_state)
     assert len(np.unique(np.round(written[written > 0], 5))) > 2  # TD-error priorities, not the insert default
 
 

@@ -13,6 +13,7 @@ import pytest
 
 import rlkit
 from rlkit.cli import main
+from rlkit.runs.checkpoint import has_checkpoints
 
 TINY = ["--agent", "ppo", "--env", "CartPole-v1", "--chunks", "2", "--eval-episodes", "3", "--quiet",
         "--set", "num_envs=4", "--set", "num_steps=32", "--set", "hidden_sizes=16,16"]
@@ -58,6 +59,40 @@ def test_load_returns_the_agent_its_final_states_and_the_environment(finished_ru
     np.testing.assert_allclose(returns.mean(axis=1), expected, rtol=1e-6)
 
 
+def test_load_falls_back_to_the_last_checkpoint_and_says_when_both_are_gone(finished_run, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run, copy)
+    shutil.rmtree(copy / "final_states")  # as a run from before final states were kept
+    expected = json.loads((copy / "results.json").read_text())["final_eval_return"]["per_seed"]
+    np.testing.assert_allclose(rlkit.evaluate_trained(rlkit.load(copy)).mean(axis=1), expected, rtol=1e-6)
+    shutil.rmtree(copy / "checkpoints")
+    assert main(["eval", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert "neither final_states/ nor checkpoints/" in err and len(err.strip().splitlines()) == 1
+
+
+def test_run_directory_rules(tmp_path, capsys):
+    """What --out may hold for a fresh run, checked before anything compiles or is removed."""
+    out = tmp_path / "run"
+    line = ["train", *TINY, "--steps", "2048", "--out", str(out)]
+    assert main([*line, "--resume", "--overwrite"]) == 2
+    assert "pass one of them" in capsys.readouterr().err and not out.exists()
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"agent": "dqn", "env": "CartPole-v1"}))
+    (out / "keep.txt").write_text("mine")
+    assert main(line) == 2
+    assert "run.json names another run" in capsys.readouterr().err
+    (out / "run.json").unlink()
+    (out / "metrics.jsonl").write_text("{}\n")
+    assert main([*line, "--resume"]) == 2
+    assert "records of an unknown run and no checkpoint" in capsys.readouterr().err
+    assert main([*line, "--overwrite", "--keep-checkpoints", "0"]) == 2  # a bad option: nothing removed
+    assert "--keep-checkpoints must be >= 1" in capsys.readouterr().err
+    assert (out / "metrics.jsonl").read_text() == "{}\n" and (out / "keep.txt").exists()
+
+
 def test_export_writes_a_row_per_seed_and_chunk(finished_run, tmp_path, capsys):
     out = tmp_path / "metrics.csv"
     assert main(["export", str(finished_run), "--out", str(out)]) == 0
@@ -93,7 +128,7 @@ def test_an_unusable_out_is_a_one_line_error_before_compiling(tmp_path, capsys, 
 def test_sigkill_before_the_first_checkpoint_then_resume_finishes(tmp_path):
     """Killed before any checkpoint: the same command plus --resume starts afresh and writes results."""
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "rlkit", "train", *TINY, "--steps", "65536", "--chunks", "64",
+    command = [sys.executable, "-m", "rlkit", "train", *TINY, "--steps", "1048576", "--chunks", "64",
                "--checkpoint-every-minutes", "60", "--out", str(out)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
@@ -104,15 +139,14 @@ def test_sigkill_before_the_first_checkpoint_then_resume_finishes(tmp_path):
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
-    assert not (out / "results.json").exists() and not (out / "checkpoints").exists() or not any(
-        p.name.isdigit() for p in (out / "checkpoints").iterdir())
+    assert not (out / "results.json").exists() and not has_checkpoints(out), "it got too far to test this"
     refused = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "already holds metrics.jsonl" in refused.stderr
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "holds no checkpoint of this run yet; starting it afresh" in resumed.stderr
     results = json.loads((out / "results.json").read_text())
-    assert results["resumed_from_chunk"] is None and results["total_steps"] == 65536
+    assert results["resumed_from_chunk"] is None and results["total_steps"] == 1048576
     assert len(metrics.read_text().splitlines()) == 64
 
 

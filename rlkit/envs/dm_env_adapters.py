@@ -291,6 +291,13 @@ def _make_dm_control(name: str, seed: int) -> dm_env.Environment:
             warnings.filterwarnings("ignore", message=".*DISPLAY environment variable is missing")
             from dm_control import suite
     except ImportError as error:
+        import importlib.util
+        import os
+
+        if importlib.util.find_spec("dm_control") is not None and os.environ.get("MUJOCO_GL"):
+            raise ImportError(f"make_host('dm_control:{name}'): dm_control did not import with "
+                              f"MUJOCO_GL={os.environ['MUJOCO_GL']}, a rendering backend this machine cannot load "
+                              f"({error}); unset MUJOCO_GL, or install that backend") from error
         raise ImportError(
             f"make_host('dm_control:{name}') needs dm-control, which is not installed: "
             f"install rlkit's `envs` extra (pip install 'rlkit[envs]') ({error})"

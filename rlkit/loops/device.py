@@ -1,10 +1,10 @@
 """The on-device training loop: pure, jittable, scanned, vmappable over seeds and hyperparameters.
 
-One loop iteration (an "update step"): ``rollout_length`` environment steps on
+One loop iteration: ``rollout_length`` environment steps on
 ``num_envs`` environments with ``agent.act``; then either ``agent.update`` on
 the fresh rollout (on-policy) or ``replay.add`` and ``updates_per_rollout``
-sampled updates (off-policy). A *chunk* is a ``lax.scan`` over several update
-steps that returns per-chunk means only, so memory stays bounded however long
+sampled updates (off-policy). A *chunk* is a ``lax.scan`` over several loop
+iterations that returns per-chunk means only, so memory stays bounded however long
 the run; the host takes control between chunks (logging, evaluation,
 checkpoints). ``Trainer.train(key, hparams)`` is the whole run as one pure
 function.
@@ -38,7 +38,7 @@ class RunConfig:
 
     Attributes:
       total_steps: environment steps (all envs) to train for; rounded down to
-        whole update steps (the exact figure is ``Trainer.plan.total_steps``).
+        whole loop iterations (the exact figure is ``Trainer.plan.total_steps``).
       num_chunks: about how many chunks to split the run into (logging points).
       eval_episodes: episodes of the deterministic policy in each evaluation.
     """
@@ -287,7 +287,7 @@ def make_trainer(agent_module: AgentFactory, config: Any, env: DeviceEnv, run: R
             metrics = jax.tree.map(jnp.mean, metrics)
         return agent_state, (written if spec.prioritized else replay_state), metrics
 
-    def update_step(agent: Agent, spec: ExperienceSpec, run_state: RunState):
+    def iteration(agent: Agent, spec: ExperienceSpec, run_state: RunState):
         key, rollout_key, learn_key = jax.random.split(run_state.key, 3)
         actor, trajectory, episodes = rollout(
             env, agent, run_state.agent_state, run_state.actor, rollout_key, spec.rollout_length
@@ -325,7 +325,7 @@ def make_trainer(agent_module: AgentFactory, config: Any, env: DeviceEnv, run: R
     def run_chunk(run_state: RunState, hparams: HParams = {}):
         agent, spec = build(hparams)
         run_state, (metrics, learned, episodes) = jax.lax.scan(
-            lambda c, _: update_step(agent, spec, c), run_state, None, length=plan.iterations_per_chunk
+            lambda state, _: iteration(agent, spec, state), run_state, None, length=plan.iterations_per_chunk
         )
         num_learned = jnp.sum(learned)
         summary = {
@@ -345,6 +345,6 @@ def make_trainer(agent_module: AgentFactory, config: Any, env: DeviceEnv, run: R
 
     def train(key, hparams: HParams = {}):
         run_state = init(key, hparams)
-        return jax.lax.scan(lambda c, _: run_chunk(c, hparams), run_state, None, length=plan.num_chunks)
+        return jax.lax.scan(lambda state, _: run_chunk(state, hparams), run_state, None, length=plan.num_chunks)
 
     return Trainer(init, run_chunk, evaluate, train, plan, experience)

@@ -1,6 +1,6 @@
 """Running experiments on the host: the chunk driver, run directories, metrics, progress."""
 
-from rlkit.runs.records import MetricsWriter, Progress, prepare_run_dir, write_results
+from rlkit.runs.records import MetricsWriter, Progress, write_results
 from rlkit.runs.runner import (
     CompiledRun,
     TrainingResult,
@@ -11,6 +11,6 @@ from rlkit.runs.runner import (
 )
 
 __all__ = [
-    "CompiledRun", "MetricsWriter", "Progress", "compile_training", "TrainingResult", "prepare_run_dir", "run_training",
+    "CompiledRun", "MetricsWriter", "Progress", "compile_training", "TrainingResult", "run_training",
     "seed_keys", "summarize_chunk", "write_results",
 ]

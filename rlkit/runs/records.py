@@ -14,6 +14,7 @@ import numpy as np
 
 RESULTS_FILE = "results.json"
 METRICS_FILE = "metrics.jsonl"
+RUN_FILE = "run.json"  # the identity of the run a directory belongs to, written before training
 
 
 def jsonable(value: Any) -> Any:
@@ -31,26 +32,6 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, np.bool_):
         return bool(value)
     return value
-
-
-def prepare_run_dir(path: str | os.PathLike, overwrite: bool = False, resume: bool = False) -> Path:
-    """Create ``path``; refuse to clobber an earlier run's records unless ``overwrite``.
-
-    With ``resume`` the directory must hold an unfinished run (no results.json yet).
-    """
-    run_dir = Path(path)
-    if resume:
-        if (run_dir / RESULTS_FILE).exists():
-            raise FileExistsError(f"--resume: the run in {run_dir} is already complete ({RESULTS_FILE} exists)")
-        return run_dir
-    existing = [name for name in (RESULTS_FILE, METRICS_FILE) if (run_dir / name).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"--out {run_dir}: already holds {', '.join(existing)} from an earlier run; "
-            f"choose another directory or pass --overwrite"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
 
 
 class MetricsWriter:

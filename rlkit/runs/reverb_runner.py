@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 REPLAY_DIR = "replay"
-FINAL_STATES_DIR = "final_states"  # each finished seed's agent state, for rlkit.load and rlkit eval
 WORLD_HINT = (
     "--backend reverb needs the Reverb world (dm-reverb and TensorFlow), which this Python environment "
     "does not have; run the same command there: bash scripts/run.sh reverb python -m rlkit train ... "
@@ -176,17 +175,18 @@ def train_command(args: argparse.Namespace) -> int:
         "total_steps": plan.total_steps, "num_chunks": plan.num_chunks, "eval_episodes": args.eval_episodes,
         "backend": "reverb", "host_envs": host_envs, "transitions_per_item": per_item,
     }
-    opened = rundir.open_run_dir(args.out, identity, resume=args.resume, overwrite=args.overwrite,
-                                 own_dirs=(CHECKPOINT_DIR, REPLAY_DIR, FINAL_STATES_DIR))
-    if opened.complete:
-        return rundir.print_complete(opened.path)
-    run_dir = opened.path
+    rundir.check_run_options(args)
     from rlkit.runs import compile_cache
 
     cache_dir = compile_cache.chosen_directory(disabled=getattr(args, "no_compile_cache", False))
     if cache_dir is not None:  # the actor's and learner's programs, loaded again for every later seed and run
         compile_cache.enable(cache_dir)
-    args.resume = opened.resume  # False where --resume found no checkpoint and starts afresh
+    opened = rundir.open_run_dir(args.out, identity, resume=args.resume, overwrite=args.overwrite,
+                                 own_dirs=(CHECKPOINT_DIR, REPLAY_DIR, rundir.FINAL_STATES_DIR))
+    if opened.complete:
+        return rundir.print_complete(opened.path)
+    run_dir = opened.path
+    args = argparse.Namespace(**{**vars(args), "resume": opened.resume})  # False where --resume starts afresh
     checkpointer = Checkpointer(
         run_dir, identity, every_steps=args.checkpoint_every_steps,
         every_minutes=args.checkpoint_every_minutes, keep=args.keep_checkpoints,
@@ -234,20 +234,21 @@ def _train(
         run.update({k: restored.metadata[k] for k in run})
         history = restored.metadata["history"]
         resumed_from = restored.chunks_done
-    tracker = None
-    if getattr(args, "wandb", False):
-        from rlkit.runs.wandb_logger import WandbWriter
-
-        tracker = WandbWriter(run_dir, identity, seeds, project=args.wandb_project, entity=args.wandb_entity,
-                              group=args.wandb_group, mode=args.wandb_mode)
+    trackers = []  # the W&B writer, once opened
     table = MetricsTable(run_dir, len(seeds), history,
-                         on_add=None if tracker is None else lambda i, metrics: tracker.write_seed(seeds[i], metrics))
+                         on_add=lambda i, metrics: [t.write_seed(seeds[i], metrics) for t in trackers])
     table.write()  # a resumed run's metrics.jsonl goes back to where its checkpoint was
     done_steps = run["seed_index"] * plan.total_steps + run["seed_chunks"] * steps_per_chunk
     progress = records.Progress(len(seeds) * plan.total_steps, quiet=args.quiet, initial=done_steps)
     if args.resume:
         progress.note(f"resumed from {checkpointer.directory / str(resumed_from)}")
+    succeeded = False
     try:
+        if getattr(args, "wandb", False):
+            from rlkit.runs.wandb_logger import WandbWriter
+
+            trackers.append(WandbWriter(run_dir, identity, seeds, project=args.wandb_project,
+                                        entity=args.wandb_entity, group=args.wandb_group, mode=args.wandb_mode))
         _train_seeds(
             args, agent_module, config, plan, seeds, steps_per_chunk, run_dir, checkpointer, eval_seed,
             reverb_experiment, run, table, progress, restored if args.resume else None,
@@ -259,14 +260,15 @@ def _train(
             eval_seconds=sum(f["eval_seconds"] for f in run["finished"]), resumed_from=resumed_from,
             started=started, versions=_versions(), extra={"per_seed": run["finished"]}, metrics_path=table.path,
         )
-        if tracker is not None:
+        if trackers:
             from rlkit.runs.wandb_logger import learning_curves
 
-            tracker.finish(per_seed, learning_curves(run_dir))
+            trackers[0].finish(per_seed, learning_curves(run_dir))
+        succeeded = True
     finally:
         progress.close()
-        if tracker is not None:
-            tracker.close()
+        for tracker in trackers:
+            tracker.close(exit_code=0 if succeeded else 1)
     return 0
 
 
@@ -275,6 +277,7 @@ def _train_seeds(
     reverb_experiment, run, table, progress, restored,
 ) -> None:
     """Train the seeds from ``run["seed_index"]`` on, one after another, updating ``run`` and ``table``."""
+    from rlkit.runs import rundir
     from rlkit.runs.checkpoint import save_state
 
     num_chunks = plan.num_chunks
@@ -343,7 +346,7 @@ def _train_seeds(
                 "updates": experiment.updates, "episodes": experiment.episodes,
             })
             progress.note(f"seed {seed}: final greedy return {returns.mean():.2f}")
-            save_state(run_dir / FINAL_STATES_DIR / f"seed_{seed}", experiment.state)
+            save_state(run_dir / rundir.FINAL_STATES_DIR / f"seed_{seed}", experiment.state)
             # The seed is done: save its final state (the replay is no longer needed).
             run.update(seed_index=seed_index + 1, seed_chunks=0, seed_seconds=0.0, counters=None,
                        replay_checkpoint=None)

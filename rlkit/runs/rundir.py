@@ -23,7 +23,9 @@ import numpy as np
 from rlkit.runs import records
 from rlkit.runs.checkpoint import CHECKPOINT_DIR, differences, has_checkpoints
 
-RUN_FILE = "run.json"  # the identity of the run a directory belongs to, written before training
+RUN_FILE = records.RUN_FILE
+FINAL_STATES_DIR = "final_states"  # the final agent states, for rlkit.load, eval and render
+TENSORBOARD_DIR = "tensorboard"
 
 
 class OpenedRun(NamedTuple):
@@ -38,6 +40,22 @@ class OpenedRun(NamedTuple):
     path: Path
     resume: bool
     complete: bool
+
+
+def check_run_options(args: Any) -> None:
+    """The ``train`` options that do not depend on the agent, checked before ``--out`` is touched."""
+    import importlib.util
+
+    if args.keep_checkpoints < 1:
+        raise ValueError(f"--keep-checkpoints must be >= 1, got {args.keep_checkpoints}")
+    if args.checkpoint_every_steps is not None and args.checkpoint_every_steps <= 0:
+        raise ValueError(f"--checkpoint-every-steps must be > 0, got {args.checkpoint_every_steps}")
+    if args.checkpoint_every_minutes is not None and args.checkpoint_every_minutes <= 0:
+        raise ValueError(f"--checkpoint-every-minutes must be > 0, got {args.checkpoint_every_minutes}")
+    if getattr(args, "wandb", False) and importlib.util.find_spec("wandb") is None:
+        raise ValueError("--wandb needs wandb: pip install 'rlkit[wandb]' (or wandb)")
+    if getattr(args, "tensorboard", False) and importlib.util.find_spec("tensorboardX") is None:
+        raise ValueError("--tensorboard needs tensorboardX: pip install 'rlkit[tensorboard]' (or tensorboardX)")
 
 
 def _check_writable(run_dir: Path) -> None:
@@ -62,65 +80,76 @@ def _saved_identity(run_dir: Path) -> dict[str, Any] | None:
         raise ValueError(f"--out {run_dir}: {RUN_FILE} is unreadable ({error}); choose another directory") from None
 
 
-def _refuse_other_run(run_dir: Path, saved: Mapping[str, Any], identity: Mapping[str, Any]) -> None:
-    changed = differences(records.jsonable(saved), records.jsonable(identity))
-    if changed:
-        raise ValueError(f"--resume: {run_dir} holds a different run: " + "; ".join(changed))
-
-
 def open_run_dir(
     out: str | Path,
     identity: Mapping[str, Any],
     *,
     resume: bool,
     overwrite: bool,
-    own_dirs: Sequence[str] = (CHECKPOINT_DIR,),
+    own_dirs: Sequence[str] = (CHECKPOINT_DIR, FINAL_STATES_DIR),
 ) -> OpenedRun:
     """Prepare ``out`` for the run described by ``identity`` (agent, env, config, seeds, plan).
 
-    - no records: a fresh run (with or without ``--resume``);
+    - nothing there, or only this run's ``run.json``: a fresh run (with or without ``--resume``);
     - checkpoints of an unfinished run: refused unless ``--resume`` (continue) or ``--overwrite``;
     - ``--resume`` with this run's records but no checkpoint yet: started afresh, saying so;
     - ``--resume`` on this run, finished: ``complete``;
-    - any other run's records: refused unless ``--overwrite``.
+    - any other run's records or ``run.json``: refused unless ``--overwrite``;
+    - ``--resume`` with ``--overwrite``: refused (continue, or replace: one of them).
 
-    ``own_dirs`` are the subdirectories a fresh start removes (checkpoints, replay).
+    Starting afresh over earlier records (``--overwrite``, or ``--resume`` before a checkpoint) removes
+    them: ``results.json``, ``metrics.jsonl``, ``tensorboard/`` and ``own_dirs`` (checkpoints, final
+    states, replay). Nothing is removed otherwise.
     """
     run_dir = Path(out)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ValueError(f"--out {run_dir}: is a file, not a directory")
-    finished = (run_dir / records.RESULTS_FILE).exists()
-    checkpointed = has_checkpoints(run_dir)
-    if resume and not overwrite:
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite: --resume continues the run in --out, --overwrite replaces it; "
+                         "pass one of them")
+    try:
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ValueError(f"--out {run_dir}: is a file, not a directory")
+        finished = (run_dir / records.RESULTS_FILE).exists()
+        checkpointed = has_checkpoints(run_dir)
         saved = _saved_identity(run_dir)
-        if saved is None and finished:  # a run from before run.json: its results name it
-            results = json.loads((run_dir / records.RESULTS_FILE).read_text(encoding="utf-8"))
-            saved = {name: results.get(name) for name in identity}
-        if saved is not None:
-            _refuse_other_run(run_dir, saved, identity)
+        has_metrics = (run_dir / records.METRICS_FILE).exists()
+    except OSError as error:
+        raise ValueError(f"--out {run_dir}: cannot be read ({error.strerror or error})") from None
+    if saved is None and finished:  # a run from before run.json: its results name it
+        results = json.loads((run_dir / records.RESULTS_FILE).read_text(encoding="utf-8"))
+        saved = {name: results.get(name) for name in identity}
+    changed = [] if saved is None else differences(records.jsonable(saved), records.jsonable(identity))
+    if resume:
+        if changed:
+            raise ValueError(f"--resume: {run_dir} holds a different run: " + "; ".join(changed))
         if finished:
             return OpenedRun(run_dir, resume=False, complete=True)
         if checkpointed:
             _check_writable(run_dir)
             return OpenedRun(run_dir, resume=True, complete=False)
-        if saved is None and (run_dir / records.METRICS_FILE).exists():
+        if saved is None and has_metrics:
             raise ValueError(f"--resume: {run_dir} holds records of an unknown run and no checkpoint; "
                              "pass --overwrite to replace them")
-        if saved is not None:
+        if has_metrics:
             print(f"--resume: {run_dir} holds no checkpoint of this run yet; starting it afresh", file=sys.stderr,
-                  flush=True)  # even with --quiet: it says what happened to the earlier records
+                  flush=True)  # even with --quiet: it says what happens to the earlier records
         overwrite = True  # this run's own partial records, or nothing at all
-    elif checkpointed and not (overwrite or finished):
-        raise FileExistsError(f"--out {run_dir}: holds checkpoints of an unfinished run; pass --resume to continue "
-                              "it, or choose another directory")
-    existing = [name for name in (records.RESULTS_FILE, records.METRICS_FILE) if (run_dir / name).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"--out {run_dir}: already holds {', '.join(existing)} from an earlier run; "
-                              "choose another directory or pass --overwrite")
+    elif not overwrite:
+        if checkpointed and not finished:
+            raise FileExistsError(f"--out {run_dir}: holds checkpoints of an unfinished run; pass --resume to "
+                                  "continue it, or choose another directory")
+        existing = [name for name in (records.RESULTS_FILE, records.METRICS_FILE) if (run_dir / name).exists()]
+        if existing:
+            raise FileExistsError(f"--out {run_dir}: already holds {', '.join(existing)} from an earlier run; "
+                                  "choose another directory or pass --overwrite")
+        if changed:
+            raise FileExistsError(f"--out {run_dir}: {RUN_FILE} names another run (is it still starting?): "
+                                  + "; ".join(changed) + "; choose another directory or pass --overwrite")
     _check_writable(run_dir)
-    for name in own_dirs:
-        shutil.rmtree(run_dir / name, ignore_errors=True)
-    (run_dir / records.RESULTS_FILE).unlink(missing_ok=True)
+    if overwrite:
+        for name in (*own_dirs, TENSORBOARD_DIR):
+            shutil.rmtree(run_dir / name, ignore_errors=True)
+        for name in (records.RESULTS_FILE, records.METRICS_FILE):
+            (run_dir / name).unlink(missing_ok=True)
     records.write_json_atomic(run_dir / RUN_FILE, identity)
     return OpenedRun(run_dir, resume=False, complete=False)
 

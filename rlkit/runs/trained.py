@@ -1,8 +1,9 @@
 """A finished ``train`` run loaded back: its agent, final state per seed and environment.
 
 ``load(RUN_DIR)`` reads what the run recorded (``results.json`` names the agent, environment,
-config and seeds) and the final agent state of every seed: the last checkpoint of a device run,
-``final_states/seed_S`` of a Reverb run. ``evaluate_trained`` replays the final greedy evaluation with the
+config and seeds) and the final agent state of every seed: ``final_states/all_seeds`` of a device
+run (its last checkpoint for runs from before those were kept), ``final_states/seed_S`` of a
+Reverb run. ``evaluate_trained`` replays the final greedy evaluation with the
 same keys, so ``rlkit eval RUN_DIR`` prints the returns ``results.json`` holds for the same seeds
 and episode count. Nothing here needs Reverb: a Reverb run is evaluated on its host environment
 with the host ``Actor``.
@@ -22,6 +23,7 @@ import numpy as np
 from rlkit.types import Agent, AgentState
 
 HOST_BACKEND = "reverb"
+ALL_SEEDS = "all_seeds"  # final_states/all_seeds: a device run's final agent states, leading axis over seeds
 
 
 class TrainedRun(NamedTuple):
@@ -62,7 +64,11 @@ def _results(run_dir: Path) -> dict[str, Any]:
     from rlkit.runs.records import RESULTS_FILE
 
     path = run_dir / RESULTS_FILE
-    if not path.exists():
+    try:
+        present = path.exists()
+    except OSError as error:
+        raise ValueError(f"RUN_DIR {run_dir}: cannot be read ({error.strerror or error})") from None
+    if not present:
         what = "no such directory" if not run_dir.is_dir() else f"no {RESULTS_FILE}: the run has not finished"
         raise ValueError(f"RUN_DIR {run_dir}: {what} (train it to the end, or --resume it)")
     return json.loads(path.read_text(encoding="utf-8"))
@@ -100,30 +106,49 @@ def _device_trainer(results: dict[str, Any], module: Any, config: Any, eval_epis
 
 
 def _load_device(run_dir: Path, results: dict[str, Any], module: Any, config: Any) -> TrainedRun:
+    from rlkit.runs.checkpoint import restore_state
+    from rlkit.runs.rundir import FINAL_STATES_DIR
+    from rlkit.runs.runner import seed_keys
+
+    env, trainer = _device_trainer(results, module, config, results["eval_episodes"])
+    seeds = list(results["seeds"])
+    agent = module.make(config, env.spec, trainer.plan.total_steps)
+    final = run_dir / FINAL_STATES_DIR / ALL_SEEDS
+    if final.is_dir():  # the agent states alone, written at the end of the run
+        like = jax.eval_shape(lambda k: jax.vmap(trainer.init)(k, {}).agent_state, seed_keys(seeds))
+        try:
+            state = restore_state(final, like)
+        except Exception as error:  # orbax raises many types for a tree of another shape
+            raise _does_not_fit(run_dir, error) from None
+    else:  # a run from before final states were kept: its last checkpoint
+        state = _from_last_checkpoint(run_dir, trainer, seeds).agent_state
+    return TrainedRun(agent, jax.tree.map(np.asarray, state), env, config, seeds, "device", results, run_dir)
+
+
+def _from_last_checkpoint(run_dir: Path, trainer: Any, seeds: list[int]) -> Any:
     import orbax.checkpoint as ocp
 
     from rlkit.runs.checkpoint import CHECKPOINT_DIR
     from rlkit.runs.runner import seed_keys
 
-    env, trainer = _device_trainer(results, module, config, results["eval_episodes"])
-    seeds = list(results["seeds"])
+    directory = (run_dir / CHECKPOINT_DIR).resolve()
+    if not directory.is_dir():
+        raise ValueError(f"RUN_DIR {run_dir}: neither final_states/ nor checkpoints/ is there (were they "
+                         "deleted?); the trained state is gone")
     raw = jax.eval_shape(lambda k: _key_data(jax.vmap(trainer.init)(k, {})), seed_keys(seeds))
-    manager = ocp.CheckpointManager((run_dir / CHECKPOINT_DIR).resolve(),
-                                    options=ocp.CheckpointManagerOptions(create=False))
+    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
     try:
         step = manager.latest_step()
         if step != trainer.plan.num_chunks:
-            raise ValueError(f"RUN_DIR {run_dir}: its last checkpoint is after chunk {step}, not the final "
-                             f"chunk {trainer.plan.num_chunks}; the final state is missing")
+            found = "no checkpoint" if step is None else f"its last checkpoint is after chunk {step}"
+            raise ValueError(f"RUN_DIR {run_dir}: {found}, not one after the final chunk "
+                             f"{trainer.plan.num_chunks}; the final state is missing")
         try:
-            saved = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(raw))).state
+            return manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(raw))).state
         except Exception as error:  # orbax raises many types for a tree of another shape
             raise _does_not_fit(run_dir, error) from None
     finally:
         manager.close()
-    agent = module.make(config, env.spec, trainer.plan.total_steps)
-    state = jax.tree.map(np.asarray, saved.agent_state)
-    return TrainedRun(agent, state, env, config, seeds, "device", results, run_dir)
 
 
 def _key_data(tree: Any) -> Any:
@@ -135,11 +160,16 @@ def _load_host(run_dir: Path, results: dict[str, Any], module: Any, config: Any)
     from rlkit.envs import environment_spec, make_host
     from rlkit.loops.environment_loop import KEY_IMPL
     from rlkit.runs.checkpoint import restore_state
-    from rlkit.runs.reverb_runner import FINAL_STATES_DIR
+    from rlkit.runs.rundir import FINAL_STATES_DIR
 
     env_id = results["env"]
     make_env: Callable[[int], Any] = lambda seed: make_host(env_id, seed=seed)  # noqa: E731
-    agent = module.make(config, environment_spec(make_env(0)), results["total_steps"])
+    try:
+        spec = environment_spec(make_env(0))
+    except ImportError as error:  # gymnasium or dm-control missing in this environment
+        raise ValueError(f"RUN_DIR {run_dir}: its environment {env_id} needs a package this Python lacks "
+                         f"({error})") from None
+    agent = module.make(config, spec, results["total_steps"])
     like = agent.init(jax.random.key(0, impl=KEY_IMPL))
     seeds = list(results["seeds"])
     states = []

@@ -1,7 +1,8 @@
 """Optional Weights & Biases logging of a run (``pip install 'rlkit[wandb]'``).
 
 One W&B run per ``rlkit train``: the identity (agent, env, config, seeds, plan) as its config,
-every chunk's metrics (``NAME/mean`` and ``NAME/seed_S``) against ``env_steps``, and at the end
+every chunk's metrics against ``env_steps`` (``NAME/mean`` and ``NAME/seed_S`` on the device; the
+Reverb backend, whose seeds run one after another, logs ``NAME/seed_S``), and at the end
 the final greedy returns in the summary with the learning-curve image. Files go under
 ``RUN_DIR/wandb``. ``mode="offline"`` (or ``WANDB_MODE=offline``) needs no account and no network;
 ``wandb sync RUN_DIR/wandb/offline-run-*`` uploads such a run later.
@@ -35,10 +36,15 @@ class WandbWriter:
         self.seeds = list(seeds)
         self.run_dir = run_dir
         (run_dir / WANDB_DIR).mkdir(parents=True, exist_ok=True)
-        self._run = wandb.init(
-            project=project, entity=entity, group=group, name=run_dir.resolve().name, dir=str(run_dir),
-            config=dict(identity), mode=mode, reinit="create_new",
-        )
+        try:
+            self._run = wandb.init(
+                project=project, entity=entity, group=group, name=run_dir.resolve().name, dir=str(run_dir),
+                config=dict(identity), mode=mode, reinit="create_new",
+            )
+        except Exception as error:  # wandb's UsageError, CommError, ... (no API key, no network)
+            first = (str(error).splitlines() or [type(error).__name__])[0]
+            raise ValueError(f"--wandb: W&B did not start ({type(error).__name__}: {first}); run `wandb login`, "
+                             "or pass --wandb-mode offline") from None
         self._run.define_metric("env_steps")
         self._run.define_metric("*", step_metric="env_steps")  # resumed runs may log a step again
         self._wandb = wandb
@@ -67,8 +73,9 @@ class WandbWriter:
         if curves_png is not None and curves_png.exists():
             self._run.log({"learning_curves": self._wandb.Image(str(curves_png))})
 
-    def close(self) -> None:
-        self._run.finish()
+    def close(self, exit_code: int = 0) -> None:
+        """End the W&B run; a nonzero ``exit_code`` marks it failed (training raised)."""
+        self._run.finish(exit_code=exit_code)
 
 
 def learning_curves(run_dir: Path) -> Path | None:

@@ -164,11 +164,11 @@ def test_one_ppo_agent_runs_in_both_loops():
 
     # The same agent in the device loop; its trained state then drives the host actor.
     trainer = make_trainer(ppo, PPO_TINY, device_env, RunConfig(total_steps=32, num_chunks=2, eval_episodes=1))
-    carry = jax.jit(trainer.init)(jax.random.key(0), {})
+    run_state = jax.jit(trainer.init)(jax.random.key(0), {})
     for _ in range(trainer.plan.num_chunks):
-        carry, metrics = jax.jit(trainer.run_chunk)(carry, {})
-    assert int(carry.env_steps) == 32
-    actor.update_state(carry.agent_state)
+        run_state, metrics = jax.jit(trainer.run_chunk)(run_state, {})
+    assert int(run_state.env_steps) == 32
+    actor.update_state(run_state.agent_state)
     assert EnvironmentLoop(host_env, actor, logger=lambda r: None).run(num_steps=1)[0]["episode_length"] >= 1
 
 
