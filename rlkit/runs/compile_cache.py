@@ -54,28 +54,36 @@ class CacheCount(NamedTuple):
     misses: int
 
 
+_ACTIVE: list[CacheCounter] = []  # the counters open now; one listener, registered once, feeds them
+
+
+def _listen(event: str, **kwargs) -> None:
+    for counter in _ACTIVE:
+        if event == "/jax/compilation_cache/cache_hits":
+            counter.hits += 1
+        elif event == "/jax/compilation_cache/cache_misses":
+            counter.misses += 1
+
+
 class CacheCounter:
     """Counts the programs loaded from the cache (hits) and compiled into it (misses) while open."""
+
+    _registered = False  # jax has no public way to unregister a listener (and jax 0.7 none at all)
 
     def __init__(self):
         self.hits = self.misses = 0
 
-    def _listen(self, event: str, **kwargs) -> None:
-        if event == "/jax/compilation_cache/cache_hits":
-            self.hits += 1
-        elif event == "/jax/compilation_cache/cache_misses":
-            self.misses += 1
-
     def __enter__(self) -> CacheCounter:
-        from jax import monitoring
+        if not CacheCounter._registered:
+            from jax import monitoring
 
-        monitoring.register_event_listener(self._listen)
+            monitoring.register_event_listener(_listen)
+            CacheCounter._registered = True
+        _ACTIVE.append(self)
         return self
 
     def __exit__(self, *exc) -> None:
-        from jax._src import monitoring  # the public module has no unregister
-
-        monitoring.unregister_event_listener(self._listen)
+        _ACTIVE.remove(self)
 
     def count(self) -> CacheCount:
         return CacheCount(self.hits, self.misses)
