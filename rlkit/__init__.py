@@ -5,7 +5,7 @@ pytree; the training loop is a jitted ``lax.scan`` that vmaps over seeds and
 hyperparameters. The core never imports TensorFlow or Reverb.
 """
 
-from rlkit import agents, config, envs, networks, presets, replay
+from rlkit import agents, config, datasets, envs, networks, presets, replay
 from rlkit.agents import dqn, ppo
 from rlkit.envs import make as make_env
 from rlkit.loops.device import RunConfig, RunState, Trainer, evaluate_policy, make_trainer
@@ -26,6 +26,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActOutput", "Agent", "AgentFactory", "CompiledRun", "EnvSpec", "ExperienceSpec", "RunConfig", "RunState", "Trainer",
-    "TrainedRun", "TrainingResult", "Trajectory", "Transition", "agents", "compile_training", "config", "dqn", "envs", "evaluate_policy",
+    "TrainedRun", "TrainingResult", "Trajectory", "Transition", "agents", "compile_training", "config", "datasets", "dqn", "envs", "evaluate_policy",
     "evaluate_trained", "load", "make_env", "make_trainer", "mean_interval", "networks", "ppo", "presets", "replay", "run_training", "seed_keys",
 ]

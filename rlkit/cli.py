@@ -11,6 +11,7 @@ import numpy as np
 
 from rlkit import sweep
 from rlkit.config import parse_assignment, parse_indices, parse_steps
+from rlkit.runs import collect
 
 
 def _catalogue() -> str:
@@ -70,7 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--transitions-per-item", type=int, default=1, metavar="K",
         help="reverb backend: transitions packed into each Reverb item (default 1); must divide batch_size",
     )
-    train.add_argument("--steps", type=parse_steps, required=True, help="environment steps per seed, e.g. 5e5")
+    train.add_argument("--steps", type=parse_steps, required=True,
+                       help="environment steps per seed, e.g. 5e5; with --dataset, gradient steps")
+    train.add_argument(
+        "--dataset", default=None, metavar="DATASET",
+        help="train offline on a Minari dataset (a directory or a Minari id; record one with rlkit collect): no "
+             "environment steps, --steps counts gradient steps, the environment only evaluates (agents bc, cql, "
+             "iql, or a replay agent such as dqn or sac); needs rlkit[offline]",
+    )
     train.add_argument("--out", required=True, help="run directory for results.json and metrics.jsonl")
     train.add_argument(
         "--set", dest="overrides", type=parse_assignment, action="append", default=[], metavar="NAME=VALUE",
@@ -142,11 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="directories written by 'train --out'")
     export.add_argument("--out", default="metrics.csv", help="CSV file to write (default metrics.csv)")
+    collect.add_parser(commands)
     sweep.add_parser(commands, epilog=epilog)
     return parser
 
 
 def train_command(args: argparse.Namespace) -> int:
+    if getattr(args, "backend", "device") == "reverb" and getattr(args, "dataset", None) is not None:
+        raise ValueError("--dataset: offline runs use the device backend (drop --backend reverb)")
     if getattr(args, "backend", "device") == "reverb":  # the host path; imports Reverb only after checking
         from rlkit.runs import reverb_runner
 
@@ -167,13 +178,20 @@ def train_command(args: argparse.Namespace) -> int:
     config = cfg.override(presets.config_for(args.agent, args.env), dict(args.overrides))
     env = envs.make(args.env, observe=args.observe)
     run = RunConfig(total_steps=args.steps, num_chunks=args.chunks, eval_episodes=args.eval_episodes)
-    trainer = make_trainer(agent_module, config, env, run)
+    dataset = None
+    if args.dataset is not None:
+        from rlkit import datasets
+
+        dataset = datasets.load(args.dataset)
+    trainer = make_trainer(agent_module, config, env, run, dataset=dataset)
     plan = trainer.plan
+    steps_name = "env_steps" if dataset is None else "grad_steps"
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     identity = {
         "agent": args.agent, "env": args.env, "config": cfg.to_dict(config), "seeds": seeds,
         **({"observe": list(args.observe)} if args.observe else {}),
         "total_steps": plan.total_steps, "num_chunks": plan.num_chunks, "eval_episodes": args.eval_episodes,
+        **({} if dataset is None else {"dataset": datasets.identity(dataset)}),
     }
     rundir.check_run_options(args)
     cache_dir = compile_cache.chosen_directory(disabled=args.no_compile_cache)
@@ -189,9 +207,10 @@ def train_command(args: argparse.Namespace) -> int:
     )
 
     progress = records.Progress(plan.total_steps, quiet=args.quiet)
+    source = "" if dataset is None else f" offline from {dataset.path} ({dataset.num_steps:,} steps)"
     progress.note(
-        f"rlkit train: {args.agent} on {args.env}, {len(seeds)} seed(s), {plan.total_steps:,} steps "
-        f"each in {plan.num_chunks} chunks; compiling..."
+        f"rlkit train: {args.agent} on {args.env}{source}, {len(seeds)} seed(s), {plan.total_steps:,} "
+        f"{'steps' if dataset is None else 'gradient steps'} each in {plan.num_chunks} chunks; compiling..."
     )
     resumed = {"chunks_done": 0, "run_seconds": 0.0, "metrics_lines": None}
 
@@ -204,35 +223,35 @@ def train_command(args: argparse.Namespace) -> int:
     writer = None
     board = None
     tracker = None
-    last = {"elapsed": 0.0, "env_steps": 0}
+    last = {"elapsed": 0.0, "steps": 0}
 
     def on_chunk(index: int, metrics: dict, elapsed: float) -> None:
         nonlocal writer, board
         if writer is None:  # opened after a restore, so it knows where the logger was
             writer = records.MetricsWriter(run_dir, keep_lines=resumed["metrics_lines"])
             if args.tensorboard:
-                board = TensorBoardWriter(run_dir, seeds, purge_step=resumed.get("env_steps") if resuming else None)
-        env_steps = int(np.max(metrics["env_steps"]))
+                board = TensorBoardWriter(run_dir, seeds, purge_step=resumed.get("steps") if resuming else None)
+        steps = int(np.max(metrics[steps_name]))
         chunk_steps = plan.iterations_per_chunk * plan.steps_per_iteration * len(seeds)
         sps = chunk_steps / max(elapsed - last["elapsed"], 1e-9)
-        last.update(elapsed=elapsed, env_steps=env_steps)
+        last.update(elapsed=elapsed, steps=steps)
         mean = summarize_chunk(metrics)
         writer.write({
-            "chunk": index, "env_steps": env_steps, "elapsed_seconds": resumed["run_seconds"] + elapsed,
+            "chunk": index, steps_name: steps, "elapsed_seconds": resumed["run_seconds"] + elapsed,
             "steps_per_second": sps, "mean": mean, "per_seed": {k: np.asarray(v) for k, v in metrics.items()},
         })
-        progress.update(env_steps, sps, mean["episode_return"])
+        progress.update(steps, sps, mean["episode_return"])
         if board is not None:
-            board.write(env_steps, mean, metrics)
+            board.write(steps, mean, metrics)
         if tracker is not None:
-            tracker.write(env_steps, mean, metrics)
+            tracker.write(steps, mean, metrics)
         if index + 1 == plan.num_chunks:
             progress.note(f"evaluating {args.eval_episodes} episodes x {len(seeds)} seed(s) with the deterministic policy")
 
     def after_chunk(chunks_done: int, run_state) -> None:
-        if checkpointer.due(last["env_steps"], final=chunks_done == plan.num_chunks):
-            checkpointer.save(chunks_done, run_state, last["env_steps"], {
-                "env_steps": last["env_steps"], "metrics_lines": writer.lines,
+        if checkpointer.due(last["steps"], final=chunks_done == plan.num_chunks):
+            checkpointer.save(chunks_done, run_state, last["steps"], {
+                "steps": last["steps"], "metrics_lines": writer.lines,
                 "run_seconds": resumed["run_seconds"] + last["elapsed"],
             })
 
@@ -358,7 +377,7 @@ def export_command(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": train_command, "plot": plot_command, "eval": eval_command, "render": render_command,
-            "export": export_command, "sweep": sweep.command}
+            "export": export_command, "collect": collect.command, "sweep": sweep.command}
 
 
 def main(argv: list[str] | None = None) -> int:

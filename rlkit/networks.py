@@ -133,6 +133,18 @@ class QNetwork(nn.Module):
         return value + advantage - jnp.mean(advantage, axis=-1, keepdims=True)
 
 
+class CategoricalActor(nn.Module):
+    """Action logits ``[..., num_actions]`` from an MLP torso: a softmax policy (behaviour cloning, IQL)."""
+
+    num_actions: int
+    hidden_sizes: Sequence[int] = (256, 256)
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        return _dense(self.num_actions, 0.01)(MLP(self.hidden_sizes, self.activation)(obs))
+
+
 class DistributionalQNetwork(nn.Module):
     """``num_atoms`` outputs per action, ``[..., num_actions, num_atoms]``: C51 logits or QR-DQN quantiles.
 
@@ -176,6 +188,25 @@ class SquashedGaussianActor(nn.Module):
         log_std = jnp.tanh(_dense(self.action_dim, 0.01)(h))
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (log_std + 1.0)
         return mean, log_std
+
+
+class GaussianActor(nn.Module):
+    """A Gaussian policy with a ``tanh`` mean in ``[-1, 1]`` and one learned, state-independent log-std (IQL's).
+
+    Returns ``(mean, log_std)``, ``log_std`` clipped to ``[log_std_min, log_std_max]`` and broadcast to the mean.
+    """
+
+    action_dim: int
+    hidden_sizes: Sequence[int] = (256, 256)
+    activation: str = "relu"
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        mean = jnp.tanh(_dense(self.action_dim, 0.01)(MLP(self.hidden_sizes, self.activation)(obs)))
+        log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
+        return mean, jnp.broadcast_to(jnp.clip(log_std, self.log_std_min, self.log_std_max), mean.shape)
 
 
 class DeterministicActor(nn.Module):

@@ -20,16 +20,18 @@ from rlkit.runs.records import METRICS_FILE, RESULTS_FILE, RUN_FILE
 from rlkit.stats import bootstrap_interval, curve_band, iqm
 
 DEFAULT_METRIC = "episode_return"
+AXIS_LABELS = {"env_steps": "environment steps", "grad_steps": "gradient steps (offline)"}
 
 
 class Run(NamedTuple):
     name: str                 # the run directory's name (the legend label)
-    env_steps: np.ndarray     # [points]: environment steps per seed at the end of each chunk
+    steps: np.ndarray         # [points]: steps per seed at the end of each chunk (see axis)
     values: np.ndarray        # [seeds, points]: the metric per seed and chunk (NaN where none)
     final_eval: np.ndarray    # [seeds]: final greedy evaluation return per seed (results.json)
     agent: str
     env: str
     metric: str
+    axis: str = "env_steps"   # "grad_steps" for an offline run, which takes no environment steps
 
 
 def _floats(value: Any, what: str) -> np.ndarray:
@@ -69,9 +71,10 @@ def load_run(run_dir: str | os.PathLike, metric: str = DEFAULT_METRIC) -> Run:
             f"unknown metric {metric!r} in {metrics_path}; metrics present: {', '.join(present) or 'none'}"
         )
     rows = []
+    axis = "env_steps" if "env_steps" in lines[0] else "grad_steps"  # offline runs count gradient steps
     for number, line in enumerate(lines, 1):
-        if metric not in line.get("per_seed", {}) or "env_steps" not in line:
-            raise ValueError(f"{metrics_path}, line {number}: no env_steps or per_seed {metric!r}")
+        if metric not in line.get("per_seed", {}) or axis not in line:
+            raise ValueError(f"{metrics_path}, line {number}: no {axis} or per_seed {metric!r}")
         rows.append(_floats(line["per_seed"][metric], f"{metrics_path}, line {number}, per_seed {metric!r}"))
     if len({row.size for row in rows}) != 1:
         raise ValueError(f"{metrics_path}: the number of seeds changes between lines")
@@ -82,7 +85,8 @@ def load_run(run_dir: str | os.PathLike, metric: str = DEFAULT_METRIC) -> Run:
         raise ValueError(f"{results_path}: expected 'agent', 'env' and 'final_eval_return': {{'per_seed': [...]}}") from None
     return Run(
         name=path.resolve().name or str(run_dir),
-        env_steps=np.array([line["env_steps"] for line in lines], dtype=np.float64),
+        steps=np.array([line[axis] for line in lines], dtype=np.float64),
+        axis=axis,
         values=np.stack(rows, axis=1),
         final_eval=final,
         agent=agent,
@@ -132,13 +136,13 @@ def plot_runs(
             continue
         curves += 1
         seeds = run.values.shape[0]
-        axes.plot(run.env_steps, mean, color=colour, linewidth=2, marker="o" if mean.size <= 30 else None,
+        axes.plot(run.steps, mean, color=colour, linewidth=2, marker="o" if mean.size <= 30 else None,
                   markersize=3, label=f"{label}, {seeds} seed{'s' if seeds != 1 else ''}")
-        axes.fill_between(run.env_steps, low, high, color=colour, alpha=0.2, linewidth=0)
+        axes.fill_between(run.steps, low, high, color=colour, alpha=0.2, linewidth=0)
     envs = sorted({run.env for run in runs})
     where = f"{envs[0]}: " if len(envs) == 1 else ""
     axes.set_title(f"{where}{metric}, mean across seeds with 95% bootstrap CI")
-    axes.set_xlabel("environment steps")
+    axes.set_xlabel(" / ".join(sorted({AXIS_LABELS[run.axis] for run in runs})))
     axes.set_ylabel(metric)
     axes.grid(alpha=0.3)
     axes.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useMathText=True)

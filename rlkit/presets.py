@@ -21,7 +21,7 @@ class Preset(NamedTuple):
 
     Attributes:
       settings: config fields that differ from the agent's defaults.
-      steps: the environment-step budget these settings were tuned for.
+      steps: the step budget these settings were tuned for (gradient steps for the offline agents).
       note: where the settings come from and what they reached.
     """
 
@@ -125,6 +125,28 @@ PRESETS: dict[tuple[str, str], Preset] = {
         30_000,
         "one critic update per 2 transitions; -150 mean on seeds 0-3, -145 on 4-7 at 3e4 steps "
         "(SB3 TD3: -152 at 2e4)",
+    ),
+    # Offline (--dataset): steps are gradient steps; the datasets are those tests/test_learning_offline.py
+    # records (50 greedy episodes of the PPO preset; 25 greedy + 25 epsilon=0.5 episodes of it; for
+    # Pendulum, 50 episodes of the SAC preset's greedy policy with a uniform action at half the steps).
+    ("bc", "CartPole-v1"): Preset(
+        {"hidden_sizes": (64, 64)}, 2_000,
+        "500.0 on seeds 0-3 from 50 expert episodes, and from the mixed episodes, at 2e3 gradient steps",
+    ),
+    ("cql", "CartPole-v1"): Preset(
+        {"hidden_sizes": (64, 64)}, 5_000,
+        "500.0 on seeds 0-3 from the mixed episodes (and from the expert ones) at 5e3 gradient steps; "
+        "without the penalty (penalty_coef=0, offline double DQN): 44.6 mixed, 9.3 expert",
+    ),
+    ("bc", "Pendulum-v1"): Preset(
+        {"hidden_sizes": (64, 64)}, 5_000,
+        "-148 on seeds 0-3 from 50 episodes of the SAC preset sampling its actions; -495 from the noisy ones",
+    ),
+    ("iql", "Pendulum-v1"): Preset(
+        {"hidden_sizes": (64, 64), "learning_rate": 1e-3, "temperature": 10.0}, 15_000,
+        "-198 on seeds 0-3 from the noisy SAC episodes at 1.5e4 gradient steps (BC: -495); with the paper's "
+        "lr 3e-4 and temperature 3 the critics had not converged there (-330 at lr 1e-3, temperature 3; "
+        "-280 with expectile 0.9)",
     ),
     ("ddpg", "Pendulum-v1"): Preset(
         {"num_envs": 4, "updates_per_step": 2, "hidden_sizes": (64, 64), "buffer_size": 30_000,

@@ -154,6 +154,8 @@ class ExperienceSpec(NamedTuple):
         ``metrics["priorities"] [batch_size]``, which the loop writes back.
       priority_exponent: alpha: items are drawn with probability ``p**alpha / sum``.
       importance_exponent: beta: importance weights ``(min P / P) ** beta`` in a batch.
+      needs_dataset: the agent learns only from a recorded dataset (behaviour cloning, IQL);
+        ``make_trainer`` refuses to run it without one.
     """
 
     kind: Kind
@@ -170,6 +172,7 @@ class ExperienceSpec(NamedTuple):
     prioritized: bool = False
     priority_exponent: float = 0.6
     importance_exponent: float = 0.4
+    needs_dataset: bool = False
 
     @property
     def steps_per_iteration(self) -> int:

@@ -104,7 +104,7 @@ def test_curve_band_shapes_and_nans():
 def test_load_run_reads_the_records(run_dirs):
     run = plot.load_run(run_dirs[0])
     assert (run.name, run.agent, run.env) == ("ppo-cartpole", "ppo", "CartPole-v1")
-    np.testing.assert_array_equal(run.env_steps, [1000, 2000, 3000, 4000, 5000])
+    np.testing.assert_array_equal(run.steps, [1000, 2000, 3000, 4000, 5000])
     assert run.values.shape == (SEEDS, CHUNKS)
     assert np.isnan(run.values[:, 0]).all() and np.isnan(run.values[0, 1])
     np.testing.assert_array_equal(run.values[:, -1], [50.0, 51.0, 52.0])

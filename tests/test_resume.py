@@ -20,6 +20,9 @@ TINY = {
     "dqn": ["--agent", "dqn", "--steps", "40000", "--chunks", "20", "--set", "num_envs=4", "--set", "num_steps=1",
             "--set", "buffer_size=4000", "--set", "learning_starts=400", "--set", "batch_size=32",
             "--set", "hidden_sizes=16,16", "--set", "target_update_freq=200"],
+    # Offline: gradient steps on a dataset of random-policy episodes (the dataset_args fixture adds it).
+    "cql": ["--agent", "cql", "--steps", "4000", "--chunks", "20", "--set", "batch_size=32",
+            "--set", "hidden_sizes=16,16"],
 }
 TIMING = ("elapsed_seconds", "steps_per_second")
 
@@ -28,6 +31,22 @@ def train(out: Path, agent: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "rlkit", "train", "--env", "CartPole-v1", "--seeds", "2", "--eval-episodes", "4",
             "--quiet", "--checkpoint-every-steps", "1", "--keep-checkpoints", "2", "--out", str(out),
             *TINY[agent], *extra]
+
+
+@pytest.fixture
+def dataset_args(request, tmp_path_factory) -> list[str]:
+    """``--dataset D`` for the offline agent: 40 episodes of an untrained policy; nothing for the others."""
+    if request.node.callspec.params["agent"] != "cql":
+        return []
+    pytest.importorskip("minari")
+    from rlkit import agents, datasets, make_env
+    from rlkit.loops.offline import collect_episodes
+
+    env = make_env("CartPole-v1")
+    agent = agents.bc.make(agents.bc.Config(hidden_sizes=(8,)), env.spec)
+    episodes = collect_episodes(env, agent, agent.init(jax.random.key(0)), jax.random.key(1), 40, "sample")
+    path = datasets.save(tmp_path_factory.mktemp("data") / "random-v0", episodes, env.spec, {"env": "CartPole-v1"})
+    return ["--dataset", str(path)]
 
 
 def committed_checkpoints(out: Path) -> list[int]:
@@ -41,12 +60,12 @@ def metrics_without_timing(out: Path) -> list[dict]:
 
 
 @pytest.mark.once
-@pytest.mark.parametrize("agent", ["ppo", "dqn"])
-def test_sigkill_then_resume_is_bit_identical(tmp_path, agent):
+@pytest.mark.parametrize("agent", ["ppo", "dqn", "cql"])
+def test_sigkill_then_resume_is_bit_identical(tmp_path, agent, dataset_args):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    subprocess.run(train(whole, agent), check=True, capture_output=True, timeout=300)
+    subprocess.run(train(whole, agent, *dataset_args), check=True, capture_output=True, timeout=300)
 
-    process = subprocess.Popen(train(killed, agent), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(train(killed, agent, *dataset_args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     while not committed_checkpoints(killed):
         assert process.poll() is None, process.stderr.read().decode()[-2000:]
@@ -60,10 +79,10 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, agent):
     assert stopped_at < int(TINY[agent][TINY[agent].index("--chunks") + 1])
 
     # Without --resume the directory is refused, not overwritten.
-    refused = subprocess.run(train(killed, agent), capture_output=True, text=True, timeout=300)
+    refused = subprocess.run(train(killed, agent, *dataset_args), capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "--resume" in refused.stderr
 
-    subprocess.run(train(killed, agent, "--resume"), check=True, capture_output=True, timeout=300)
+    subprocess.run(train(killed, agent, *dataset_args, "--resume"), check=True, capture_output=True, timeout=300)
     resumed_results = json.loads((killed / "results.json").read_text())
     whole_results = json.loads((whole / "results.json").read_text())
     assert resumed_results["resumed_from_chunk"] >= stopped_at

@@ -19,7 +19,7 @@ steps learned from.
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -133,8 +133,17 @@ def experience(config: Config) -> ExperienceSpec:
     )
 
 
-def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent:
-    """Build DQN for ``spec`` (discrete actions only); ``total_steps`` sets the annealing horizon."""
+QRegularizer = Callable[[jax.Array, jax.Array], jax.Array]  # (q_tm1 [B, A], action_tm1 [B]) -> [B]
+
+
+def make(
+    config: Config, spec: EnvSpec, total_steps: int | None = None, q_regularizer: QRegularizer | None = None
+) -> Agent:
+    """Build DQN for ``spec`` (discrete actions only); ``total_steps`` sets the annealing horizon.
+
+    ``q_regularizer`` adds a per-transition term of the online action values to the loss (CQL's
+    conservative penalty, ``rlkit.agents.cql``).
+    """
     if spec.action_kind != "discrete":
         raise ValueError(
             f"agent {AGENT_NAMES[config.distribution]}: needs a discrete action space, but the environment's is "
@@ -223,10 +232,15 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
             else:
                 td = jax.vmap(rlax.q_learning)(*transition)
             per_item, priorities = jnp.square(td), jnp.abs(td)
-        loss = weighted_mean(per_item, weights)
         if config.distribution == "none":
-            loss = 0.5 * loss
-        metrics = {"loss": loss, "q_mean": jnp.mean(q_tm1)}
+            per_item = 0.5 * per_item
+        metrics = {}
+        if q_regularizer is not None:
+            penalty = q_regularizer(q_tm1, batch.action_tm1)
+            per_item = per_item + penalty
+            metrics["penalty"] = jnp.mean(penalty)
+        loss = weighted_mean(per_item, weights)
+        metrics.update(loss=loss, q_mean=jnp.mean(q_tm1))
         if config.prioritized:
             metrics["priorities"] = jax.lax.stop_gradient(priorities) + 1e-6
         return loss, metrics

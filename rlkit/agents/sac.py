@@ -17,7 +17,7 @@ Log-probabilities are those of the squashed action in ``[-1, 1]``, before the re
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Callable, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -113,8 +113,20 @@ def squashed_sample(mean: jax.Array, log_std: jax.Array, key: jax.Array) -> tupl
     return jnp.tanh(u), log_prob
 
 
-def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent:
-    """Build SAC for ``spec`` (continuous actions with finite bounds)."""
+class CriticPenalty(Protocol):
+    """An extra critic loss (CQL's, ``rlkit.agents.cql``): ``(q, policy, batch, key) -> (loss, metrics)``.
+
+    ``q(obs [B, O], action [B, A]) -> [num_critics, B]`` are the online critics (gradients flow);
+    ``policy(obs, key) -> (action, log_prob)`` samples the actor, held fixed; actions are in ``[-1, 1]``.
+    """
+
+    def __call__(self, q: Callable, policy: Callable, batch: Transition, key: jax.Array) -> tuple[jax.Array, dict]: ...
+
+
+def make(
+    config: Config, spec: EnvSpec, total_steps: int | None = None, critic_penalty: CriticPenalty | None = None
+) -> Agent:
+    """Build SAC for ``spec`` (continuous actions with finite bounds); ``critic_penalty`` joins the critic loss."""
     del total_steps  # no schedules
     center, half = cfg.continuous_bounds(spec, "sac")
     action_dim = spec.num_actions
@@ -163,6 +175,14 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
             q_tm1, batch.reward_t, batch.discount_t, v_t
         )
         critic_loss = 0.5 * jnp.sum(jnp.mean(td**2 if weights is None else weights * td**2, axis=-1))
+        penalty_metrics = {}
+        if critic_penalty is not None:
+            penalty, penalty_metrics = critic_penalty(
+                lambda obs, action: critics(params["critic"], obs, action),
+                lambda obs, k: squashed_sample(*actor.apply(actor_params, obs), k),
+                batch._replace(action_tm1=(batch.action_tm1 - center) / half), jax.random.fold_in(key, 1),
+            )
+            critic_loss = critic_loss + penalty
 
         # Actor: maximize min Q - alpha * log pi against the critics before this step.
         action, log_prob = squashed_sample(*actor.apply(params["actor"], batch.obs_tm1), pi_key)
@@ -178,6 +198,7 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
             "alpha": alpha,
             "entropy": -jnp.mean(log_prob),
             "q_mean": jnp.mean(q_tm1),
+            **penalty_metrics,
             **({"priorities": jax.lax.stop_gradient(jnp.mean(jnp.abs(td), 0)) + 1e-6} if config.prioritized else {}),
         }
 

@@ -210,13 +210,23 @@ def example_step(agent: Agent, agent_state: AgentState, spec: EnvSpec) -> Trajec
     )
 
 
-def make_trainer(agent_module: AgentFactory, config: Any, env: DeviceEnv, run: RunConfig) -> Trainer:
+def make_trainer(
+    agent_module: AgentFactory, config: Any, env: DeviceEnv, run: RunConfig, dataset: Any = None
+) -> Trainer:
     """Wire an agent module (anything with ``make``/``experience``), its config and an environment.
 
     Everything is validated here, before anything compiles. The feeder comes from
-    ``rlkit.replay.FEEDERS`` by the experience kind.
+    ``rlkit.replay.FEEDERS`` by the experience kind. With a ``dataset`` (``rlkit.datasets.Dataset``)
+    the run is offline (``rlkit.loops.offline``): no rollouts, and ``run.total_steps`` counts gradient steps.
     """
+    if dataset is not None:
+        from rlkit.loops.offline import make_offline_trainer
+
+        return make_offline_trainer(agent_module, config, env, run, dataset)
     experience = agent_module.experience(config)
+    if experience.needs_dataset:
+        raise ValueError("--dataset: this agent learns only from a dataset; pass --dataset DATASET "
+                         "(record one with rlkit collect RUN_DIR --out DATASET)")
     device_replay.check_spec(experience)
     plan = plan_chunks(run.total_steps, experience.steps_per_iteration, run.num_chunks)
     # Building the agent once checks that it fits the environment (e.g. action space).

@@ -95,18 +95,18 @@ class Checkpointer:
         self._last_time = time.monotonic()
         self._last_steps = 0
 
-    def due(self, env_steps: int, final: bool) -> bool:
-        """Whether a checkpoint is due after a chunk that ended at ``env_steps``."""
+    def due(self, steps: int, final: bool) -> bool:
+        """Whether a checkpoint is due after a chunk that ended at ``steps`` (environment or gradient steps)."""
         if final:
             return True
-        if self.every_steps is not None and env_steps - self._last_steps >= self.every_steps:
+        if self.every_steps is not None and steps - self._last_steps >= self.every_steps:
             return True
         return self.every_seconds is not None and time.monotonic() - self._last_time >= self.every_seconds
 
-    def save(self, chunks_done: int, run_state: Any, env_steps: int, progress: Mapping[str, Any]) -> None:
+    def save(self, chunks_done: int, run_state: Any, steps: int, progress: Mapping[str, Any]) -> None:
         """Write the run state after ``chunks_done`` chunks (a blocking save: the run state is donated next)."""
         ocp = self._ocp
-        metadata = {"identity": self.identity, "chunks_done": chunks_done, **progress}
+        metadata = {"identity": self.identity, "chunks_done": chunks_done, "steps": steps, **progress}
         self._manager.save(
             chunks_done,
             args=ocp.args.Composite(
@@ -115,7 +115,7 @@ class Checkpointer:
         )
         self._manager.wait_until_finished()
         self._last_time = time.monotonic()
-        self._last_steps = env_steps
+        self._last_steps = steps
 
     def restore_latest(self, like: Any) -> Restored:
         """The newest checkpoint, checked against this run's identity; ``like`` is a fresh run state."""
@@ -147,7 +147,7 @@ class Checkpointer:
                 f"--resume: checkpoint {self.directory / str(step)} does not fit this run's state "
                 f"({type(error).__name__}: {error})"
             ) from error
-        self._last_steps = int(metadata.get("env_steps", 0))
+        self._last_steps = int(metadata.get("steps", 0))
         return Restored(_from_host(saved, like), int(metadata["chunks_done"]), metadata)
 
     def close(self) -> None:

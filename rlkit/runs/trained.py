@@ -94,15 +94,19 @@ def load(run_dir: str | Path) -> TrainedRun:
     return _load_device(run_dir, results, module, config)
 
 
-def _device_trainer(results: dict[str, Any], module: Any, config: Any, eval_episodes: int) -> tuple[Any, Any]:
+def _device_env(results: dict[str, Any]) -> Any:
     from rlkit import envs
-    from rlkit.loops.device import RunConfig, make_trainer
 
     observe = results.get("observe")
-    env = envs.make(results["env"], observe=tuple(observe) if observe else None)
+    return envs.make(results["env"], observe=tuple(observe) if observe else None)
+
+
+def _online_trainer(results: dict[str, Any], module: Any, config: Any, env: Any) -> Any:
+    from rlkit.loops.device import RunConfig, make_trainer
+
     run = RunConfig(total_steps=results["total_steps"], num_chunks=results["num_chunks"],
-                    eval_episodes=eval_episodes)
-    return env, make_trainer(module, config, env, run)
+                    eval_episodes=results["eval_episodes"])
+    return make_trainer(module, config, env, run)
 
 
 def _load_device(run_dir: Path, results: dict[str, Any], module: Any, config: Any) -> TrainedRun:
@@ -110,18 +114,19 @@ def _load_device(run_dir: Path, results: dict[str, Any], module: Any, config: An
     from rlkit.runs.rundir import FINAL_STATES_DIR
     from rlkit.runs.runner import seed_keys
 
-    env, trainer = _device_trainer(results, module, config, results["eval_episodes"])
+    env = _device_env(results)
     seeds = list(results["seeds"])
-    agent = module.make(config, env.spec, trainer.plan.total_steps)
+    # The recorded total is the plan's (environment steps, or gradient steps offline), the agent's horizon.
+    agent = module.make(config, env.spec, results["total_steps"])
     final = run_dir / FINAL_STATES_DIR / ALL_SEEDS
     if final.is_dir():  # the agent states alone, written at the end of the run
-        like = jax.eval_shape(lambda k: jax.vmap(trainer.init)(k, {}).agent_state, seed_keys(seeds))
+        like = jax.eval_shape(jax.vmap(agent.init), seed_keys(seeds))
         try:
             state = restore_state(final, like)
         except Exception as error:  # orbax raises many types for a tree of another shape
             raise _does_not_fit(run_dir, error) from None
-    else:  # a run from before final states were kept: its last checkpoint
-        state = _from_last_checkpoint(run_dir, trainer, seeds).agent_state
+    else:  # an online run from before final states were kept: its last checkpoint
+        state = _from_last_checkpoint(run_dir, _online_trainer(results, module, config, env), seeds).agent_state
     return TrainedRun(agent, jax.tree.map(np.asarray, state), env, config, seeds, "device", results, run_dir)
 
 
@@ -222,12 +227,12 @@ def _evaluate_host(run: TrainedRun, episodes: int, seeds: list[int], indices: li
 
 
 def _evaluate_device(run: TrainedRun, episodes: int, seeds: list[int], indices: list[int], eval_seed: int):
-    from rlkit.agents import get
+    from rlkit.loops.device import evaluate_policy
     from rlkit.runs.runner import batched, default_compiler_options, seed_keys
 
-    _, trainer = _device_trainer(run.results, get(run.results["agent"]), run.config, episodes)
     state = jax.tree.map(lambda x: x[np.asarray(indices)], run.agent_state)
     keys = seed_keys([eval_seed + seed for seed in seeds])
-    evaluate_fn = jax.jit(batched(trainer.evaluate, len(seeds)))
-    compiled = evaluate_fn.lower(state, keys, {}).compile(compiler_options=default_compiler_options())
-    return np.asarray(compiled(state, keys, {}))
+    evaluate = lambda agent_state, key: evaluate_policy(run.env, run.agent, agent_state, key, episodes)  # noqa: E731
+    evaluate_fn = jax.jit(batched(evaluate, len(seeds)))
+    compiled = evaluate_fn.lower(state, keys).compile(compiler_options=default_compiler_options())
+    return np.asarray(compiled(state, keys))

@@ -1,7 +1,7 @@
 """Optional Weights & Biases logging of a run (``pip install 'rlkit[wandb]'``).
 
 One W&B run per ``rlkit train``: the identity (agent, env, config, seeds, plan) as its config,
-every chunk's metrics against ``env_steps`` (``NAME/mean`` and ``NAME/seed_S`` on the device; the
+every chunk's metrics against ``env_steps`` (``grad_steps`` offline; ``NAME/mean`` and ``NAME/seed_S`` on the device; the
 Reverb backend, whose seeds run one after another, logs ``NAME/seed_S``), and at the end
 the final greedy returns in the summary with the learning-curve image. Files go under
 ``RUN_DIR/wandb``. ``mode="offline"`` (or ``WANDB_MODE=offline``) needs no account and no network;
@@ -45,12 +45,13 @@ class WandbWriter:
             first = (str(error).splitlines() or [type(error).__name__])[0]
             raise ValueError(f"--wandb: W&B did not start ({type(error).__name__}: {first}); run `wandb login`, "
                              "or pass --wandb-mode offline") from None
-        self._run.define_metric("env_steps")
-        self._run.define_metric("*", step_metric="env_steps")  # resumed runs may log a step again
+        self.step_name = "grad_steps" if "dataset" in identity else "env_steps"  # offline runs take no env steps
+        self._run.define_metric(self.step_name)
+        self._run.define_metric("*", step_metric=self.step_name)  # resumed runs may log a step again
         self._wandb = wandb
 
-    def write(self, env_steps: int, mean: Mapping[str, float], per_seed: Mapping[str, np.ndarray]) -> None:
-        row: dict[str, float] = {"env_steps": env_steps}
+    def write(self, steps: int, mean: Mapping[str, float], per_seed: Mapping[str, np.ndarray]) -> None:
+        row: dict[str, float] = {self.step_name: steps}
         row.update({f"{name}/mean": float(value) for name, value in mean.items() if np.isfinite(value)})
         for name, values in per_seed.items():
             for seed, value in zip(self.seeds, np.asarray(values, dtype=np.float64)):

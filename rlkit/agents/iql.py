@@ -1,0 +1,168 @@
+"""Implicit Q-learning: in-sample values by expectile regression, a policy by advantage-weighted regression.
+
+Kostrikov, Nair and Levine, "Offline Reinforcement Learning with Implicit Q-Learning", 2021
+(https://arxiv.org/abs/2110.06169). Three losses on one batch of dataset transitions, never querying an
+action the data lacks:
+
+- value: ``V(s)`` regresses ``min_i Q_target_i(s, a)`` with the asymmetric expectile loss (``expectile``
+  near 1 approaches the maximum over the data's actions; rlax's ``expectile_loss``);
+- critics: ``Q_i(s, a)`` regress ``r + discount * V(s')`` (TD with the value as the bootstrap);
+- policy: the log-likelihood of the data's action weighted by ``exp(temperature * (Q - V))``, clipped at
+  ``max_weight``. Continuous actions: a Gaussian with a ``tanh`` mean on ``[-1, 1]`` and a state-independent
+  log-std, as in the paper's code (greedy: the mean);
+  discrete actions: a softmax policy and one critic head per action.
+
+IQL learns from a dataset (``rlkit train --agent iql --dataset D``); ``--steps`` counts gradient steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import rlax
+
+from rlkit import config as cfg
+from rlkit.networks import MLP, CategoricalActor, ContinuousQNetwork, GaussianActor, QNetwork, activation_fn
+from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Transition, split_weights
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """IQL settings; the defaults are the paper's for locomotion (expectile 0.7, temperature 3)."""
+
+    batch_size: int = 256
+    learning_rate: float = 3e-4
+    gamma: float = 0.99
+    n_step: int = 1
+    tau: float = 0.005  # Polyak step of the target critics
+    expectile: float = 0.7
+    temperature: float = 3.0  # beta of the advantage weights
+    max_weight: float = 100.0
+    num_critics: int = 2
+    max_grad_norm: float = 10.0
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    activation: str = "relu"
+
+    def __post_init__(self):
+        for name in ("batch_size", "n_step", "num_critics"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        cfg.check_positive("learning_rate", self.learning_rate)
+        cfg.check_unit_interval("gamma", self.gamma)
+        cfg.check_unit_interval("tau", self.tau, closed_low=False)
+        cfg.check_unit_interval("expectile", self.expectile, closed_low=False)
+        cfg.check_non_negative("temperature", self.temperature)
+        cfg.check_positive("max_weight", self.max_weight)
+        cfg.check_positive("max_grad_norm", self.max_grad_norm)
+        activation_fn(self.activation)
+
+
+class IQLState(NamedTuple):
+    params: dict  # {"actor", "critic" (stacked over num_critics), "value"}
+    target_params: dict  # target critics
+    opt_state: optax.OptState
+    grad_steps: jax.Array
+
+
+class ValueNetwork(nn.Module):
+    """``V(s)`` from an MLP."""
+
+    hidden_sizes: tuple[int, ...]
+    activation: str
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        return jnp.squeeze(nn.Dense(1)(MLP(self.hidden_sizes, self.activation)(obs)), -1)
+
+
+def experience(config: Config) -> ExperienceSpec:
+    """Uniform batches of n-step transitions from a dataset."""
+    return ExperienceSpec(kind="transitions", num_envs=1, rollout_length=1, batch_size=config.batch_size,
+                          n_step=config.n_step, gamma=config.gamma, needs_dataset=True)
+
+
+def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent:
+    """Build IQL for ``spec`` (discrete or bounded continuous actions)."""
+    del total_steps
+    discrete = spec.action_kind == "discrete"
+    if discrete:
+        actor = CategoricalActor(spec.num_actions, config.hidden_sizes, config.activation)
+        critic = QNetwork(spec.num_actions, config.hidden_sizes, config.activation)
+    else:
+        center, half = cfg.continuous_bounds(spec, "iql")
+        actor = GaussianActor(spec.num_actions, config.hidden_sizes, config.activation)
+        critic = ContinuousQNetwork(config.hidden_sizes, config.activation)
+    value = ValueNetwork(config.hidden_sizes, config.activation)
+    optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate))
+
+    def critic_values(critic_params, obs, action):
+        """``Q_i(s, a)`` of every critic, ``[num_critics, B]``; ``action`` as stored (index or ``[-1, 1]``)."""
+        if discrete:
+            q = jax.vmap(critic.apply, in_axes=(0, None))(critic_params, obs)
+            return jnp.take_along_axis(q, jnp.broadcast_to(action[None, :, None], q.shape[:2] + (1,)), -1)[..., 0]
+        return jax.vmap(critic.apply, in_axes=(0, None, None))(critic_params, obs, action)
+
+    def log_likelihood(actor_params, obs, action):
+        out = actor.apply(actor_params, obs)
+        if discrete:
+            return jnp.take_along_axis(jax.nn.log_softmax(out), action[:, None], -1)[:, 0]
+        mean, log_std = out
+        z = (action - mean) / jnp.exp(log_std)
+        return jnp.sum(-0.5 * z**2 - log_std - 0.5 * np.log(2 * np.pi), -1)
+
+    def init(key):
+        actor_key, critic_key, value_key = jax.random.split(key, 3)
+        obs = jnp.zeros((1, *spec.observation_shape), jnp.float32)
+        critic_inputs = (obs,) if discrete else (obs, jnp.zeros((1, spec.num_actions)))
+        critic_params = jax.vmap(lambda k: critic.init(k, *critic_inputs))(jax.random.split(critic_key, config.num_critics))
+        params = {"actor": actor.init(actor_key, obs), "critic": critic_params, "value": value.init(value_key, obs)}
+        opt_state = {name: optimizer.init(p) for name, p in params.items()}
+        return IQLState(params, critic_params, opt_state, jnp.zeros((), jnp.int32))
+
+    def act(state, observation, carry, key, deterministic=False):
+        out = actor.apply(state.params["actor"], observation)
+        if discrete:
+            action = jnp.argmax(out, -1) if deterministic else jax.random.categorical(key, out)
+            return ActOutput(action, carry, {})
+        action, log_std = out
+        if not deterministic:
+            action = jnp.clip(action + jnp.exp(log_std) * jax.random.normal(key, action.shape), -1.0, 1.0)
+        return ActOutput(center + half * action, carry, {})
+
+    def loss_fn(params, target_params, batch: Transition):
+        action = batch.action_tm1 if discrete else jnp.clip((batch.action_tm1 - center) / half, -1.0, 1.0)
+        target_q = jnp.min(critic_values(target_params, batch.obs_tm1, action), 0)
+        v_tm1 = value.apply(params["value"], batch.obs_tm1)
+        value_loss = jnp.mean(rlax.expectile_loss(v_tm1, target_q, config.expectile))
+
+        v_t = jax.lax.stop_gradient(value.apply(params["value"], batch.obs_t))
+        q_tm1 = critic_values(params["critic"], batch.obs_tm1, action)
+        td = batch.reward_t + batch.discount_t * v_t - q_tm1
+        critic_loss = 0.5 * jnp.sum(jnp.mean(td**2, -1))
+
+        advantage = jax.lax.stop_gradient(target_q - v_tm1)
+        weights = jnp.minimum(jnp.exp(config.temperature * advantage), config.max_weight)
+        actor_loss = -jnp.mean(weights * log_likelihood(params["actor"], batch.obs_tm1, action))
+        return value_loss + critic_loss + actor_loss, {
+            "loss": critic_loss, "value_loss": value_loss, "actor_loss": actor_loss,
+            "q_mean": jnp.mean(q_tm1), "advantage_mean": jnp.mean(advantage),
+        }
+
+    def update(state, batch, key):
+        del key
+        batch, _ = split_weights(batch)
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, state.target_params, batch)
+        params, opt_state = {}, {}
+        for name in state.params:
+            updates, opt_state[name] = optimizer.update(grads[name], state.opt_state[name], state.params[name])
+            params[name] = optax.apply_updates(state.params[name], updates)
+        target_params = optax.incremental_update(params["critic"], state.target_params, config.tau)
+        return IQLState(params, target_params, opt_state, state.grad_steps + 1), metrics
+
+    return Agent(init=init, act=act, update=update)
