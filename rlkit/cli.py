@@ -230,7 +230,7 @@ def train_command(args: argparse.Namespace) -> int:
         if writer is None:  # opened after a restore, so it knows where the logger was
             writer = records.MetricsWriter(run_dir, keep_lines=resumed["metrics_lines"])
             if args.tensorboard:
-                board = TensorBoardWriter(run_dir, seeds, purge_step=resumed.get("steps") if resuming else None)
+                board = TensorBoardWriter(run_dir, seeds, purge_step=resumed.get("steps", resumed.get("env_steps")) if resuming else None)
         steps = int(np.max(metrics[steps_name]))
         chunk_steps = plan.iterations_per_chunk * plan.steps_per_iteration * len(seeds)
         sps = chunk_steps / max(elapsed - last["elapsed"], 1e-9)
@@ -251,7 +251,7 @@ def train_command(args: argparse.Namespace) -> int:
     def after_chunk(chunks_done: int, run_state) -> None:
         if checkpointer.due(last["steps"], final=chunks_done == plan.num_chunks):
             checkpointer.save(chunks_done, run_state, last["steps"], {
-                "steps": last["steps"], "metrics_lines": writer.lines,
+                "metrics_lines": writer.lines,
                 "run_seconds": resumed["run_seconds"] + last["elapsed"],
             })
 

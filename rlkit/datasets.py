@@ -92,6 +92,12 @@ class Dataset(NamedTuple):
         if not discrete and self.actions.shape[1:] != (spec.num_actions,):
             raise ValueError(f"{name}: actions of shape {self.actions.shape[1:]}, but {env_id}'s are "
                              f"({spec.num_actions},)")
+        if not discrete:
+            low, high = np.asarray(spec.action_low, np.float32), np.asarray(spec.action_high, np.float32)
+            slack = 1e-5 * np.maximum(1.0, np.abs(np.stack([low, high])))  # float rounding of a stored bound
+            if np.any(self.actions < low - slack[0]) or np.any(self.actions > high + slack[1]):
+                raise ValueError(f"{name}: actions {self.actions.min():.3g}..{self.actions.max():.3g} outside "
+                                 f"{env_id}'s bounds [{np.min(low):.3g}, {np.max(high):.3g}]")
 
     def transitions(self) -> Transition:
         """The steps as one-step ``Transition [steps]`` (discount 0 at termination; ``last_t`` at episode ends)."""
@@ -103,13 +109,16 @@ class Dataset(NamedTuple):
 
 
 def identity(dataset: Dataset) -> dict[str, Any]:
-    """What a run records of its dataset, so ``--resume`` refuses another one: path, size and a content hash."""
+    """What a run records of its dataset, so ``--resume`` refuses another one: id, size and a content hash.
+
+    Not its path: the same dataset moved, or found by its id on another machine, resumes the run.
+    """
     import hashlib
 
     digest = hashlib.sha256()
-    for array in (dataset.observations, dataset.actions, dataset.rewards, dataset.terminations, dataset.truncations):
+    for array in dataset[:7]:  # every array field, the episode lengths included
         digest.update(np.ascontiguousarray(array).tobytes())
-    return {"path": str(dataset.path.resolve()), "id": dataset.metadata.get("dataset_id"), "steps": dataset.num_steps,
+    return {"id": dataset.metadata.get("dataset_id"), "steps": dataset.num_steps,
             "episodes": int(len(dataset.episode_lengths)), "sha256": digest.hexdigest()[:16]}
 
 
@@ -125,7 +134,8 @@ def _action_kind(actions: np.ndarray) -> str:
     return "discrete" if np.issubdtype(actions.dtype, np.integer) else "continuous"
 
 
-def _minari():
+def require_minari():
+    """Minari, or a one-line error naming the extra that brings it."""
     try:
         import minari
     except ImportError:
@@ -151,7 +161,7 @@ def resolve(path_or_id: str | Path) -> Path:
 
 def load(path_or_id: str | Path) -> Dataset:
     """Read a Minari dataset into one ``Dataset``; a corrupted, empty or unsupported one is a one-line error."""
-    minari = _minari()
+    minari = require_minari()
     path = resolve(path_or_id)
     try:
         data = minari.MinariDataset(path / "data")
@@ -181,9 +191,12 @@ def load(path_or_id: str | Path) -> Dataset:
         lengths.append(steps)
     joined = {name: np.concatenate(values) for name, values in parts.items()}
     discrete = np.issubdtype(joined["actions"].dtype, np.integer)
+    if discrete and joined["actions"].size != len(joined["rewards"]):
+        raise ValueError(f"dataset {path}: discrete actions of shape {joined['actions'].shape[1:]} per step; "
+                         "one action index per step is allowed")
     return Dataset(
         observations=joined["observations"].reshape(len(joined["rewards"]), -1).astype(np.float32),
-        actions=joined["actions"].astype(np.int32) if discrete else
+        actions=joined["actions"].reshape(-1).astype(np.int32) if discrete else
         joined["actions"].reshape(len(joined["rewards"]), -1).astype(np.float32),
         rewards=joined["rewards"].astype(np.float32),
         terminations=joined["terminations"].astype(bool),
@@ -226,9 +239,8 @@ def save(out: str | Path, episodes: list[Episode], spec: EnvSpec, info: dict[str
     import shutil
     import tempfile
 
-    import gymnasium
-
-    minari = _minari()
+    minari = require_minari()
+    import gymnasium  # a dependency of Minari's
     from minari.data_collector import EpisodeBuffer
     from minari.dataset.minari_storage import MinariStorage
 

@@ -210,12 +210,13 @@ def export_csv(run_dirs: list[str], out: str | os.PathLike) -> tuple[Path, int]:
     if len(set(names)) < len(names):  # a/run and b/run: label the rows with the paths as given
         tables = [(str(run_dir), described, lines) for run_dir, (_, described, lines) in zip(run_dirs, tables)]
     metrics = sorted({name for _, _, lines in tables for line in lines for name in line.get("per_seed", {})}
-                     - {"env_steps", "chunk"})
+                     - {*AXIS_LABELS, "chunk"})
     rows = 0
     out = Path(out)
     with open(out, "w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
-        writer.writerow(["run", "agent", "env", "seed", "chunk", "env_steps", *metrics])
+        # An online run fills env_steps, an offline one grad_steps (it takes no environment steps).
+        writer.writerow(["run", "agent", "env", "seed", "chunk", *AXIS_LABELS, *metrics])
         for name, described, lines in tables:
             for line in lines:
                 per_seed = line.get("per_seed", {})
@@ -223,10 +224,10 @@ def export_csv(run_dirs: list[str], out: str | os.PathLike) -> tuple[Path, int]:
                 seeds = described.get("seeds") or []
                 seeds = seeds if len(seeds) == count else list(range(count))  # unknown: by position
                 for i in range(count):
-                    steps = per_seed.get("env_steps", [line.get("env_steps")] * count)[i]
+                    steps = [_cell(per_seed.get(axis, [line.get(axis)] * count)[i]) for axis in AXIS_LABELS]
                     values = [_cell(per_seed[m][i]) if m in per_seed else "" for m in metrics]
                     writer.writerow([name, described.get("agent", ""), described.get("env", ""), seeds[i],
-                                     line.get("chunk", ""), _cell(steps), *values])
+                                     line.get("chunk", ""), *steps, *values])
                     rows += 1
     return out, rows
 

@@ -141,6 +141,21 @@ def test_a_dataset_that_does_not_fit_is_refused_in_one_line(saved, tmp_path):
         make_trainer(agents.bc, agents.bc.Config(), env, run, dataset=dataset)
     with pytest.raises(ValueError, match="learns only from a dataset"):
         make_trainer(agents.cql, agents.cql.Config(), env, run)
+    with pytest.raises(ValueError, match="set prioritized=false"):
+        make_trainer(agents.dqn, agents.dqn.Config(prioritized=True, batch_size=8), env, run, dataset=dataset)
+    pendulum = make_env("Pendulum-v1").spec
+    wide = anonymous._replace(observations=np.zeros((13, 3), np.float32), actions=np.full((13, 1), 2.5, np.float32))
+    with pytest.raises(ValueError, match=r"actions 2.5..2.5 outside Pendulum-v1's bounds \[-2, 2\]"):
+        wide.check_fits(pendulum, "Pendulum-v1")
+    wide._replace(actions=np.full((13, 1), 2.0, np.float32)).check_fits(pendulum, "Pendulum-v1")
+
+
+def test_schedules_of_replay_agents_span_the_offline_gradient_steps():
+    from rlkit.loops.offline import agent_horizon
+
+    experience = agents.dqn.experience(agents.dqn.Config())  # 10 envs x 4 steps per update, 10,000 to start
+    assert agent_horizon(experience, 5_000) == 5_000 * 40 + 10_000  # DQN anneals its lr over 5,000 updates
+    assert agent_horizon(agents.bc.experience(agents.bc.Config()), 5_000) == 5_000
 
 
 def damaged_copies(saved, tmp_path):
@@ -216,6 +231,12 @@ def test_an_offline_run_trains_evaluates_and_plots_from_the_shell(saved, tmp_pat
                                                                  results["final_eval_return"]["per_seed"])}
     run = plot.load_run(out)
     assert run.axis == "grad_steps" and run.steps.tolist() == [20, 40]
+    assert main(["export", str(out), "--out", str(tmp_path / "metrics.csv")]) == 0
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert [row["grad_steps"] for row in rows] == ["20", "20", "40", "40"] and rows[0]["env_steps"] == ""
+    assert float(rows[0]["loss"]) > 0
 
 
 def test_collect_records_a_reverb_run_through_the_host_actor(tmp_path):

@@ -83,11 +83,17 @@ def test_cql_on_mixed_cartpole_data_beats_plain_offline_q_learning(cartpole_expe
     assert without_penalty.mean() < cql.mean()
 
 
-def test_iql_on_noisy_pendulum_data_beats_bc(tmp_path_factory, tmp_path):
+@pytest.fixture(scope="module")
+def noisy_pendulum(tmp_path_factory):
+    """A noisy SAC policy: its greedy action, or a uniform random one at half the steps; and BC on it."""
     sac = trained_run(tmp_path_factory, "sac", "Pendulum-v1")
-    # A noisy SAC policy: its greedy action, or a uniform random one at half the steps.
-    dataset = mixed(sac, tmp_path / "pendulum-noisy-v0", "Pendulum-v1", ["epsilon=0.5"], 50)
-    iql = offline("iql", dataset, "Pendulum-v1")
-    bc = offline("bc", dataset, "Pendulum-v1")
-    print(f"noisy Pendulum: IQL {iql.mean():.1f}, BC {bc.mean():.1f}")
-    assert iql.mean() >= -300 and iql.mean() > bc.mean()
+    dataset = mixed(sac, tmp_path_factory.mktemp("data") / "pendulum-noisy-v0", "Pendulum-v1", ["epsilon=0.5"], 50)
+    return dataset, offline("bc", dataset, "Pendulum-v1")
+
+
+@pytest.mark.parametrize("agent", ["iql", "cql"])
+def test_iql_and_continuous_cql_on_noisy_pendulum_data_beat_bc(noisy_pendulum, agent):
+    dataset, bc = noisy_pendulum
+    returns = offline(agent, dataset, "Pendulum-v1")
+    print(f"noisy Pendulum: {agent} {returns.mean():.1f}, BC {bc.mean():.1f}")
+    assert returns.mean() >= -300 and returns.mean() > bc.mean()

@@ -184,19 +184,23 @@ class Trainer(NamedTuple):
 
     Attributes:
       init: ``(key, hparams) -> RunState``.
-      run_chunk: ``(run_state, hparams) -> (run_state, metrics)``; metrics are chunk means.
+      run_chunk: ``(run_state, hparams, data) -> (run_state, metrics)``; metrics are chunk means;
+        ``data`` defaults to ``Trainer.data``.
       evaluate: ``(agent_state, key, hparams) -> returns [eval_episodes]``.
       train: ``(key, hparams) -> (run_state, metrics [num_chunks])``, the whole run.
       plan: the chunking of the run.
       experience: how the loop feeds the agent.
+      data: arrays every run reads and none owns (an offline run's dataset, on the device once): the
+        runner passes them to ``run_chunk`` unbatched, as an input rather than a compiled constant.
     """
 
     init: Callable[[jax.Array, HParams], RunState]
-    run_chunk: Callable[[RunState, HParams], tuple[RunState, dict]]
+    run_chunk: Callable[..., tuple[RunState, dict]]
     evaluate: Callable[[AgentState, jax.Array, HParams], jax.Array]
     train: Callable[[jax.Array, HParams], tuple[RunState, dict]]
     plan: ChunkPlan
     experience: ExperienceSpec
+    data: Any = ()
 
 
 def example_step(agent: Agent, agent_state: AgentState, spec: EnvSpec) -> Trajectory:
@@ -225,8 +229,8 @@ def make_trainer(
         return make_offline_trainer(agent_module, config, env, run, dataset)
     experience = agent_module.experience(config)
     if experience.needs_dataset:
-        raise ValueError("--dataset: this agent learns only from a dataset; pass --dataset DATASET "
-                         "(record one with rlkit collect RUN_DIR --out DATASET)")
+        raise ValueError("this agent learns only from a dataset: rlkit train --dataset DATASET, or "
+                         "make_trainer(..., dataset=rlkit.datasets.load(DATASET)); record one with rlkit collect")
     device_replay.check_spec(experience)
     plan = plan_chunks(run.total_steps, experience.steps_per_iteration, run.num_chunks)
     # Building the agent once checks that it fits the environment (e.g. action space).
@@ -332,7 +336,8 @@ def make_trainer(
         new_run_state = RunState(agent_state, actor, replay_state, key, env_steps)
         return new_run_state, (metrics, learned, episodes)
 
-    def run_chunk(run_state: RunState, hparams: HParams = {}):
+    def run_chunk(run_state: RunState, hparams: HParams = {}, data: Any = ()):
+        del data  # an online run learns from its own rollouts
         agent, spec = build(hparams)
         run_state, (metrics, learned, episodes) = jax.lax.scan(
             lambda state, _: iteration(agent, spec, state), run_state, None, length=plan.iterations_per_chunk

@@ -7,8 +7,11 @@ online loop (``rlkit.loops.device.make_trainer(..., dataset=...)`` calls it), so
 - no rollout: one loop iteration is one ``agent.update`` on a batch drawn uniformly from the dataset
   (n-step transitions folded within episodes, as the online replay does), so ``run.total_steps`` and
   the plan count *gradient steps*;
-- the dataset is held once on the device, outside the run state: vmapped runs share it and
-  checkpoints do not copy it (a resumed run must be given the same dataset, which its identity records);
+- the dataset is held once on the device, outside the run state (``Trainer.data``, an input of the
+  compiled chunk, not a constant in it): vmapped runs share it and checkpoints do not copy it (a
+  resumed run must be given the same dataset, which its identity records);
+- an agent with schedules in environment steps (DQN's learning-rate annealing) is built with the
+  horizon its gradient steps would take online (``agent_horizon``);
 - each chunk ends with a short greedy evaluation in the environment (``CHUNK_EVAL_EPISODES``), the
   chunk's ``episode_return``; the final evaluation is the usual ``eval_episodes``.
 
@@ -29,7 +32,7 @@ from rlkit import config as cfg
 from rlkit.envs.device import DeviceEnv
 from rlkit.loops import device as loop
 from rlkit.replay.device import n_step_transition
-from rlkit.types import Agent, AgentFactory, AgentState, Transition
+from rlkit.types import Agent, AgentFactory, AgentState, ExperienceSpec, Transition
 
 CHUNK_EVAL_EPISODES = 8  # greedy episodes at the end of each chunk of an offline run
 
@@ -43,11 +46,20 @@ class OfflineRunState(NamedTuple):
 
 
 def check_agent(agent_name: str, agent_module: AgentFactory, config: Any) -> None:
-    """A one-line error unless the agent learns from transitions (what a dataset of steps holds)."""
-    kind = agent_module.experience(config).kind
-    if kind != "transitions":
-        raise ValueError(f"--dataset: agent {agent_name} learns from {kind!r}, but offline runs feed transitions; "
-                         "use bc, cql, iql or another replay agent (dqn, sac, td3)")
+    """A one-line error unless the agent learns from uniformly drawn transitions (what a dataset of steps holds)."""
+    experience = agent_module.experience(config)
+    if experience.kind != "transitions":
+        raise ValueError(f"--dataset: agent {agent_name} learns from {experience.kind!r}, but offline runs feed "
+                         "transitions; use bc, cql, iql or another replay agent (dqn, sac, td3)")
+    if experience.prioritized:
+        raise ValueError("--dataset: offline runs draw batches uniformly; set prioritized=false")
+
+
+def agent_horizon(experience: ExperienceSpec, grad_steps: int) -> int:
+    """The environment steps an online run takes for ``grad_steps`` updates: the ``total_steps`` an agent's
+    schedules (counted in updates) are built for, so that they span the offline run's gradient steps."""
+    per_update = experience.steps_per_iteration / max(experience.updates_per_rollout, 1)
+    return int(grad_steps * per_update) + experience.min_size
 
 
 def make_offline_trainer(
@@ -60,7 +72,7 @@ def make_offline_trainer(
     if experience.batch_size > dataset.num_steps:
         raise ValueError(f"batch_size={experience.batch_size} is larger than the dataset's {dataset.num_steps} steps")
     plan = loop.plan_chunks(run.total_steps, 1, run.num_chunks)  # an iteration is one gradient step
-    agent = agent_module.make(config, env.spec, plan.total_steps)
+    agent = agent_module.make(config, env.spec, agent_horizon(experience, plan.total_steps))
     extras = jax.eval_shape(lambda: loop.example_step(agent, agent.init(jax.random.key(0)), env.spec)).extras
     if jax.tree.leaves(extras) or jax.tree.leaves(agent.init_carry(1)):
         raise ValueError("--dataset: this agent keeps extras or a recurrent state that a dataset of steps does not "
@@ -74,13 +86,14 @@ def make_offline_trainer(
             raise ValueError(f"hparams {sorted(unknown)} cannot vary inside one compile; "
                              f"numeric fields that can: {sorted(allowed)}")
         run_config = dataclasses.replace(config, **hparams) if hparams else config
-        return agent_module.make(run_config, env.spec, plan.total_steps), agent_module.experience(run_config)
+        run_experience = agent_module.experience(run_config)
+        return agent_module.make(run_config, env.spec, agent_horizon(run_experience, plan.total_steps)), run_experience
 
-    def sample(key: jax.Array, batch_size: int, n_step: int, gamma: Any) -> Transition:
+    def sample(data: Transition, key: jax.Array, batch_size: int, n_step: int, gamma: Any) -> Transition:
         """``batch_size`` n-step transitions starting at uniform steps; none reaches past an episode end."""
         starts = jax.random.randint(key, (batch_size,), 0, dataset.num_steps)
         indices = jnp.minimum(starts[:, None] + jnp.arange(n_step), dataset.num_steps - 1)  # [B, n]
-        sequences = jax.tree.map(lambda x: x[indices], steps)
+        sequences = jax.tree.map(lambda x: x[indices], data)
         return jax.vmap(n_step_transition, in_axes=(0, None))(sequences, gamma)
 
     def init(key, hparams: loop.HParams = {}) -> OfflineRunState:
@@ -88,17 +101,16 @@ def make_offline_trainer(
         agent_key, key = jax.random.split(key)
         return OfflineRunState(agent.init(agent_key), key, jnp.zeros((), jnp.int32))
 
-    def iteration(agent: Agent, spec, run_state: OfflineRunState):
+    def iteration(agent: Agent, spec, data: Transition, run_state: OfflineRunState):
         key, sample_key, update_key = jax.random.split(run_state.key, 3)
-        batch = sample(sample_key, spec.batch_size, spec.n_step, spec.gamma)
+        batch = sample(data, sample_key, spec.batch_size, spec.n_step, spec.gamma)
         agent_state, metrics = agent.update(run_state.agent_state, batch, update_key)
-        metrics.pop("priorities", None)  # uniform sampling: nothing to write back
         return OfflineRunState(agent_state, key, run_state.grad_steps + 1), metrics
 
-    def run_chunk(run_state: OfflineRunState, hparams: loop.HParams = {}):
+    def run_chunk(run_state: OfflineRunState, hparams: loop.HParams = {}, data: Transition = steps):
         agent, spec = build(hparams)
         run_state, metrics = jax.lax.scan(
-            lambda state, _: iteration(agent, spec, state), run_state, None, length=plan.iterations_per_chunk
+            lambda state, _: iteration(agent, spec, data, state), run_state, None, length=plan.iterations_per_chunk
         )
         eval_key, key = jax.random.split(run_state.key)
         returns = loop.evaluate_policy(env, agent, run_state.agent_state, eval_key, CHUNK_EVAL_EPISODES)
@@ -114,7 +126,7 @@ def make_offline_trainer(
         run_state = init(key, hparams)
         return jax.lax.scan(lambda state, _: run_chunk(state, hparams), run_state, None, length=plan.num_chunks)
 
-    return loop.Trainer(init, run_chunk, evaluate, train, plan, experience)
+    return loop.Trainer(init, run_chunk, evaluate, train, plan, experience, data=steps)
 
 
 POLICIES = "greedy, sample or epsilon=E (E in [0, 1])"

@@ -147,7 +147,7 @@ class Checkpointer:
                 f"--resume: checkpoint {self.directory / str(step)} does not fit this run's state "
                 f"({type(error).__name__}: {error})"
             ) from error
-        self._last_steps = int(metadata.get("steps", 0))
+        self._last_steps = int(metadata.get("steps", metadata.get("env_steps", 0)))  # env_steps: before offline runs
         return Restored(_from_host(saved, like), int(metadata["chunks_done"]), metadata)
 
     def close(self) -> None:

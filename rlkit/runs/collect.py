@@ -45,6 +45,7 @@ def command(args: argparse.Namespace) -> int:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
     deterministic, epsilon = parse_policy(args.policy)
     datasets.check_out(args.out, args.overwrite)  # before anything runs
+    datasets.require_minari()
     run = trained.load(args.run_dir)
     seed = run.seeds[0] if args.seed is None else args.seed
     state = run.state(seed)

@@ -76,8 +76,8 @@ class CompiledRun(NamedTuple):
     seconds: dict[str, float]
 
 
-def _single_run(fn: Callable) -> Callable:
-    """``jax.vmap(fn)`` for a leading axis of size 1, without the vmap.
+def _single_run(fn: Callable, shared: int = 0) -> Callable:
+    """``jax.vmap(fn)`` for a leading axis of size 1, without the vmap (the last ``shared`` arguments have none).
 
     XLA compiles a vmapped program of batch size 1 about twice as slowly and runs it about a
     quarter slower than the plain one; this drops the axis on the way in and adds it back on
@@ -87,15 +87,21 @@ def _single_run(fn: Callable) -> Callable:
     """
 
     def run_one(*args):
-        out = fn(*jax.tree.map(lambda x: x[0], args))
+        split = len(args) - shared
+        out = fn(*jax.tree.map(lambda x: x[0], args[:split]), *args[split:])
         return jax.tree.map(lambda x: x[None], out)
 
     return run_one
 
 
-def batched(fn: Callable, runs: int) -> Callable:
-    """``fn`` over a leading axis of ``runs`` runs: ``jax.vmap``, or ``_single_run`` for one."""
-    return jax.vmap(fn) if runs > 1 else _single_run(fn)
+def batched(fn: Callable, runs: int, shared: int = 0) -> Callable:
+    """``fn`` over a leading axis of ``runs`` runs: ``jax.vmap``, or ``_single_run`` for one.
+
+    The last ``shared`` arguments are the same for every run and have no runs axis (a dataset).
+    """
+    if runs == 1:
+        return _single_run(fn, shared)
+    return lambda *args: jax.vmap(fn, in_axes=(0,) * (len(args) - shared) + (None,) * shared)(*args)
 
 
 class _Deferred:
@@ -141,7 +147,9 @@ def compile_training(
     eval_keys = seed_keys([eval_seed + s for s in seeds])  # the same seed evaluates alike
 
     init_fn = jax.jit(batched(trainer.init, len(seeds)))
-    chunk_fn = jax.jit(batched(trainer.run_chunk, len(seeds)), donate_argnums=0)
+    # The trainer's data (an offline run's dataset) is an argument of the chunk, shared by the runs, not a
+    # constant compiled into it: the program stays small and the compile cache serves any dataset of its shapes.
+    chunk_fn = jax.jit(batched(trainer.run_chunk, len(seeds), shared=1), donate_argnums=0)
     eval_fn = jax.jit(batched(trainer.evaluate, len(seeds)))
     abstract = jax.eval_shape(init_fn, keys, hp)
 
@@ -158,9 +166,13 @@ def compile_training(
     seconds: dict[str, float] = {}
     pool = ThreadPoolExecutor(max_workers=2)
     init = pool.submit(timed, "init", lambda: init_fn.lower(keys, hp))
-    chunk = pool.submit(timed, "chunk", lambda: chunk_fn.lower(abstract, hp))
+    chunk = pool.submit(timed, "chunk", lambda: chunk_fn.lower(abstract, hp, trainer.data))
     run_state = jax.block_until_ready(init.result()(keys, hp))
-    chunk = chunk.result()
+    compiled_chunk = chunk.result()
+
+    def chunk(run_state: RunState, hparams: dict[str, jax.Array]):
+        return compiled_chunk(run_state, hparams, trainer.data)
+
     evaluate = _Deferred(pool.submit(timed, "eval", lambda: eval_fn.lower(abstract.agent_state, eval_keys, hp)))
     pool.shutdown(wait=False)
     seconds["wall"] = time.perf_counter() - wall_start

@@ -116,9 +116,17 @@ def _load_device(run_dir: Path, results: dict[str, Any], module: Any, config: An
 
     env = _device_env(results)
     seeds = list(results["seeds"])
-    # The recorded total is the plan's (environment steps, or gradient steps offline), the agent's horizon.
-    agent = module.make(config, env.spec, results["total_steps"])
+    offline = "dataset" in results
+    horizon = results["total_steps"]  # the plan's environment steps, or offline its gradient steps
+    if offline:
+        from rlkit.loops.offline import agent_horizon
+
+        horizon = agent_horizon(module.experience(config), horizon)
+    agent = module.make(config, env.spec, horizon)
     final = run_dir / FINAL_STATES_DIR / ALL_SEEDS
+    if offline and not final.is_dir():
+        raise ValueError(f"{run_dir}: an offline run without {FINAL_STATES_DIR}/{ALL_SEEDS} (it did not finish); "
+                         "finish it with --resume")
     if final.is_dir():  # the agent states alone, written at the end of the run
         like = jax.eval_shape(jax.vmap(agent.init), seed_keys(seeds))
         try:
