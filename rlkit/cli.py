@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
              "another on the reverb backend",
     )
     train.add_argument("--first-seed", type=int, default=0, help="first seed; seeds are consecutive (default 0)")
+    train.add_argument("--devices", type=int, default=None, metavar="N",
+                       help="split the seeds over N devices, each training its own (N must divide --seeds)")
     train.add_argument(
         "--host-envs", type=int, default=1, metavar="N",
         help="reverb backend: host environments stepped side by side, one jitted act call for all (default 1); "
@@ -156,8 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    if getattr(args, "backend", "device") == "reverb" and getattr(args, "dataset", None) is not None:
-        raise ValueError("--dataset: offline runs use the device backend (drop --backend reverb)")
+    if getattr(args, "backend", "device") == "reverb" and (args.dataset is not None or args.devices is not None):
+        raise ValueError(f"--{'dataset' if args.dataset is not None else 'devices'}: the device backend's option "
+                         "(drop --backend reverb)")
     if getattr(args, "backend", "device") == "reverb":  # the host path; imports Reverb only after checking
         from rlkit.runs import reverb_runner
 
@@ -167,7 +170,7 @@ def train_command(args: argparse.Namespace) -> int:
     from rlkit.loops.device import RunConfig, make_trainer
     from rlkit.runs import compile_cache, records, rundir
     from rlkit.runs.checkpoint import Checkpointer, save_state
-    from rlkit.runs.runner import run_training, summarize_chunk
+    from rlkit.runs.runner import run_training, runs_sharding, summarize_chunk
     from rlkit.runs.tensorboard import TensorBoardWriter
     from rlkit.runs.trained import ALL_SEEDS
 
@@ -194,6 +197,7 @@ def train_command(args: argparse.Namespace) -> int:
         **({} if dataset is None else {"dataset": datasets.identity(dataset)}),
     }
     rundir.check_run_options(args)
+    runs_sharding(len(seeds), args.devices)  # devices that exist and divide the seeds, before compiling
     cache_dir = compile_cache.chosen_directory(disabled=args.no_compile_cache)
     if cache_dir is not None:
         compile_cache.enable(cache_dir)
@@ -266,7 +270,7 @@ def train_command(args: argparse.Namespace) -> int:
         with compile_cache.CacheCounter() as cached:
             result = run_training(
                 trainer, seeds, on_chunk=on_chunk, restore=restore if resuming else None,
-                after_chunk=after_chunk,
+                after_chunk=after_chunk, devices=args.devices,
             )
         progress.close()  # before the table, so a terminal's progress bar is gone
         save_state(run_dir / rundir.FINAL_STATES_DIR / ALL_SEEDS, result.run_state.agent_state)  # for rlkit.load

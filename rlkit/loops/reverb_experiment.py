@@ -86,6 +86,8 @@ class HostExperiment:
         replay_checkpoint_dir: str | None = None, eval_seed: int | None = None,
     ):
         self.spec = spec = agent_module.experience(config)
+        if spec.needs_dataset:
+            raise ValueError("this agent learns only from a dataset, on the device backend: rlkit train --dataset D")
         if spec.kind not in REVERB_FEEDERS:
             raise ValueError(f"experience kind: {spec.kind!r} is not one of {list(REVERB_FEEDERS)}")
         self.feeder = feeder = REVERB_FEEDERS[spec.kind](spec, settings)

@@ -143,6 +143,8 @@ def train_command(args: argparse.Namespace) -> int:
     agent_module = agents.get(args.agent)
     config = cfg.override(presets.config_for(args.agent, args.env), dict(args.overrides))
     spec = agent_module.experience(config)
+    if spec.needs_dataset:
+        raise ValueError(f"agent {args.agent} learns only from a dataset, on the device backend: rlkit train --dataset D")
     host_envs, per_item = getattr(args, "host_envs", 1), getattr(args, "transitions_per_item", 1)
     if host_envs < 1 or spec.steps_per_iteration % host_envs:
         raise ValueError(

@@ -66,6 +66,7 @@ class CompiledRun(NamedTuple):
       seconds: compile seconds of each program ("init", "chunk", "eval"; "eval" appears once
         the background compile finishes) and "wall", the time until training can start
         (init run included).
+      sharding: how the runs axis is split over devices (``runs_sharding``), or None on one device.
     """
 
     run_state: RunState
@@ -74,6 +75,22 @@ class CompiledRun(NamedTuple):
     chunk: Any
     evaluate: Any
     seconds: dict[str, float]
+    sharding: Any = None
+
+
+def runs_sharding(runs: int, devices: int | None) -> Any:
+    """The runs axis split over the first ``devices`` devices (each trains its own runs, nothing is
+    exchanged), or None for one device; a one-line error unless ``devices`` exist and divide ``runs``."""
+    if devices is None or devices == 1:
+        return None
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    available = jax.devices()
+    if not 1 <= devices <= len(available):
+        raise ValueError(f"--devices {devices}: this machine has {len(available)} {jax.default_backend()} device(s)")
+    if runs % devices:
+        raise ValueError(f"--devices {devices} must divide the number of runs, {runs} (seeds x hyperparameters)")
+    return NamedSharding(Mesh(np.asarray(available[:devices]), ("runs",)), PartitionSpec("runs"))
 
 
 def _single_run(fn: Callable, shared: int = 0) -> Callable:
@@ -131,11 +148,12 @@ def compile_training(
     hparams: Mapping[str, Sequence[float]] | None = None,
     eval_seed: int = EVAL_SEED,
     compiler_options: Mapping[str, Any] | None = None,
+    devices: int | None = None,
 ) -> CompiledRun:
     """Initialize ``len(seeds)`` vmapped runs and compile their chunk and evaluation ahead of time.
 
     ``compiler_options`` are XLA options for all three programs (``None``: ``default_compiler_options()``;
-    ``{}``: XLA's defaults).
+    ``{}``: XLA's defaults). ``devices`` > 1 splits the runs over that many devices (``runs_sharding``).
     """
     wall_start = time.perf_counter()
     options = default_compiler_options() if compiler_options is None else dict(compiler_options)
@@ -145,12 +163,19 @@ def compile_training(
         if values.shape != (len(seeds),):
             raise ValueError(f"hparams[{name!r}] needs one value per run ({len(seeds)}), got shape {values.shape}")
     eval_keys = seed_keys([eval_seed + s for s in seeds])  # the same seed evaluates alike
+    sharding = runs_sharding(len(seeds), devices)
+    on_runs: dict[str, Any] = {}  # where each program's inputs and outputs live, when sharded
+    if sharding is not None:
+        keys, hp, eval_keys = jax.device_put((keys, hp, eval_keys), sharding)
+        shared = type(sharding)(sharding.mesh, type(sharding.spec)())  # the trainer's data, whole on every device
+        on_runs = {"init": {"out_shardings": sharding}, "eval": {"out_shardings": sharding},
+                   "chunk": {"in_shardings": (sharding, sharding, shared), "out_shardings": sharding}}
 
-    init_fn = jax.jit(batched(trainer.init, len(seeds)))
+    init_fn = jax.jit(batched(trainer.init, len(seeds)), **on_runs.get("init", {}))
     # The trainer's data (an offline run's dataset) is an argument of the chunk, shared by the runs, not a
     # constant compiled into it: the program stays small and the compile cache serves any dataset of its shapes.
-    chunk_fn = jax.jit(batched(trainer.run_chunk, len(seeds), shared=1), donate_argnums=0)
-    eval_fn = jax.jit(batched(trainer.evaluate, len(seeds)))
+    chunk_fn = jax.jit(batched(trainer.run_chunk, len(seeds), shared=1), donate_argnums=0, **on_runs.get("chunk", {}))
+    eval_fn = jax.jit(batched(trainer.evaluate, len(seeds)), **on_runs.get("eval", {}))
     abstract = jax.eval_shape(init_fn, keys, hp)
 
     def timed(phase: str, lowered: Callable[[], Any]):
@@ -176,7 +201,7 @@ def compile_training(
     evaluate = _Deferred(pool.submit(timed, "eval", lambda: eval_fn.lower(abstract.agent_state, eval_keys, hp)))
     pool.shutdown(wait=False)
     seconds["wall"] = time.perf_counter() - wall_start
-    return CompiledRun(run_state, hp, eval_keys, chunk, evaluate, seconds)
+    return CompiledRun(run_state, hp, eval_keys, chunk, evaluate, seconds, sharding)
 
 
 def run_training(
@@ -188,6 +213,7 @@ def run_training(
     *,
     restore: Callable[[RunState], tuple[RunState, int]] | None = None,
     after_chunk: Callable[[int, RunState], None] | None = None,
+    devices: int | None = None,
 ) -> TrainingResult:
     """Train ``len(seeds)`` runs vmapped in one compile; ``hparams`` vary per run.
 
@@ -196,13 +222,16 @@ def run_training(
     each chunk with numpy metrics of shape ``[runs]``. To resume, ``restore``
     maps the freshly initialized run state to ``(saved run state, chunks already done)``;
     ``after_chunk(chunks_done, run_state)`` runs after each chunk (checkpoints), before
-    the run state is donated to the next one.
+    the run state is donated to the next one. ``devices`` > 1 splits the runs over that many
+    devices, each training its own runs (``runs_sharding``).
     """
-    compiled = compile_training(trainer, seeds, hparams, eval_seed)
+    compiled = compile_training(trainer, seeds, hparams, eval_seed, devices=devices)
     run_state, hp = compiled.run_state, compiled.hparams
     first_chunk = 0
     if restore is not None:
         run_state, first_chunk = restore(run_state)
+        if compiled.sharding is not None:  # a checkpoint comes back whole
+            run_state = jax.device_put(run_state, compiled.sharding)
 
     start = time.perf_counter()
     for index in range(first_chunk, trainer.plan.num_chunks):

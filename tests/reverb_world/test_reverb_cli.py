@@ -119,6 +119,9 @@ def test_backend_reverb_validates_before_starting(tmp_path, capsys, reverb_modul
         (["--agent", "dqn", "--env", "gym:CartPole-v1", "--host-envs", "3"], "--host-envs=3 must be >= 1 and divide"),
         (["--agent", "dqn", "--env", "gym:CartPole-v1", "--transitions-per-item", "5"],
          "--transitions-per-item=5 must be >= 1 and divide batch_size=64"),
+        (["--agent", "bc", "--env", "gym:CartPole-v1"], "learns only from a dataset, on the device backend"),
+        (["--agent", "dqn", "--env", "gym:CartPole-v1", "--dataset", "d-v0"], "--dataset: the device backend's"),
+        (["--agent", "dqn", "--env", "gym:CartPole-v1", "--devices", "2"], "--devices: the device backend's"),
     ]
     for args, message in cases:
         start = time.perf_counter()

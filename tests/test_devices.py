@@ -1,0 +1,56 @@
+"""Every device of a machine: runs split over 4 (fake CPU) devices train as they do on one."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+FOUR_DEVICES = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+
+SHARDED_AND_NOT = textwrap.dedent("""
+    import jax, numpy as np
+    from rlkit import RunConfig, agents, make_env, make_trainer, run_training
+
+    assert len(jax.devices()) == 4, jax.devices()
+    config = agents.ppo.Config(num_envs=4, num_steps=16, num_minibatches=2, num_epochs=1, hidden_sizes=(16,))
+    trainer = make_trainer(agents.ppo, config, make_env("CartPole-v1"),
+                           RunConfig(total_steps=4096, num_chunks=2, eval_episodes=4))
+    seeds = list(range(8))
+    rates = {"learning_rate": [3e-4, 1e-3] * 4}
+    one = run_training(trainer, seeds, rates)
+    four = run_training(trainer, seeds, rates, devices=4)
+    leaves = jax.tree.leaves(four.run_state.agent_state)
+    assert all(len(leaf.sharding.device_set) == 4 for leaf in leaves), [leaf.sharding for leaf in leaves]
+    assert all(leaf.addressable_shards[0].data.shape[0] == 2 for leaf in leaves)  # two runs per device
+    np.testing.assert_allclose(four.eval_returns, one.eval_returns, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(four.run_state.agent_state), jax.tree.leaves(one.run_state.agent_state)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+    assert len(set(np.round(one.eval_returns.mean(1), 3))) > 1, "the runs should differ from each other"
+    for devices, message in ((3, "must divide the number of runs, 8"), (8, "this machine has 4 cpu device")):
+        try:
+            run_training(trainer, seeds, devices=devices)
+        except ValueError as error:
+            assert message in str(error), error
+        else:
+            raise AssertionError(f"devices={devices} was accepted")
+    print("per seed", one.eval_returns.mean(1).round(1).tolist())
+""")
+
+
+@pytest.mark.once
+def test_runs_split_over_four_devices_train_as_on_one():
+    done = subprocess.run([sys.executable, "-c", SHARDED_AND_NOT], env=FOUR_DEVICES, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    print(done.stdout)
+
+
+@pytest.mark.once
+def test_train_refuses_devices_it_cannot_use(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "rlkit", "train", "--agent", "ppo", "--env", "CartPole-v1",
+                           "--seeds", "3", "--devices", "2", "--steps", "1000", "--out", str(tmp_path / "run")],
+                          env=FOUR_DEVICES, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "--devices 2 must divide the number of runs, 3" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
