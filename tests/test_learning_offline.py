@@ -15,6 +15,7 @@ import pytest
 
 from rlkit import RunConfig, agents, datasets, load, make_env, make_trainer, presets, run_training
 from rlkit.loops.offline import collect_episodes
+from rlkit.runs.collect import COLLECT_SEED
 
 pytestmark = pytest.mark.learning
 minari = pytest.importorskip("minari")
@@ -70,6 +71,13 @@ def test_bc_imitates_50_expert_cartpole_episodes(cartpole_expert, tmp_path):
     dataset = datasets.load(tmp_path / "cartpole-expert-v0")
     assert len(dataset.episode_lengths) == 50 and "50 episodes" in printed
     assert dataset.metadata["rlkit"]["policy"] == "greedy" and dataset.metadata["rlkit"]["env"] == "CartPole-v1"
+    # Minari's own reader gives back exactly the episodes the command recorded (the same keys record them again).
+    run = load(cartpole_expert)
+    recorded = collect_episodes(run.env, run.agent, run.state(0), jax.random.key(COLLECT_SEED), 50, "greedy")
+    opened = minari.MinariDataset(tmp_path / "cartpole-expert-v0" / "data")
+    for episode, expected in zip(opened.iterate_episodes(), recorded, strict=True):
+        for field in ("observations", "actions", "rewards", "terminations", "truncations"):
+            np.testing.assert_array_equal(getattr(episode, field), getattr(expected, field), err_msg=field)
     assert offline("bc", dataset, "CartPole-v1").mean() >= 475
 
 
