@@ -5,7 +5,11 @@ pytree; the training loop is a jitted ``lax.scan`` that vmaps over seeds and
 hyperparameters. The core never imports TensorFlow or Reverb.
 """
 
-from rlkit import agents, config, datasets, envs, networks, presets, replay
+from rlkit import lazy_imports
+
+lazy_imports.defer()  # before gymnax and rlax are imported: see rlkit.lazy_imports
+
+from rlkit import agents, config, datasets, envs, networks, presets, replay  # noqa: E402
 from rlkit.agents import dqn, ppo
 from rlkit.envs import make as make_env
 from rlkit.loops.device import RunConfig, RunState, Trainer, evaluate_policy, make_trainer

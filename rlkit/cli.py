@@ -63,7 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--first-seed", type=int, default=0, help="first seed; seeds are consecutive (default 0)")
     train.add_argument("--devices", type=int, default=None, metavar="N",
-                       help="split the seeds over N devices, each training its own (N must divide --seeds)")
+                       help="use N devices, as --split says (default: one)")
+    train.add_argument("--split", choices=("runs", "envs"), default="runs",
+                       help="with --devices N: 'runs' gives each device its own seeds (N must divide --seeds); "
+                            "'envs' splits every run's environments over the N devices and averages the gradients "
+                            "(ppo, recurrent_ppo, impala; N must divide num_envs)")
     train.add_argument(
         "--host-envs", type=int, default=1, metavar="N",
         help="reverb backend: host environments stepped side by side, one jitted act call for all (default 1); "
@@ -165,6 +169,8 @@ def train_command(args: argparse.Namespace) -> int:
         from rlkit.runs import reverb_runner
 
         return reverb_runner.train_command(args)
+    import jax
+
     from rlkit import agents, envs, presets
     from rlkit import config as cfg
     from rlkit.loops.device import RunConfig, make_trainer
@@ -186,7 +192,8 @@ def train_command(args: argparse.Namespace) -> int:
         from rlkit import datasets
 
         dataset = datasets.load(args.dataset)
-    trainer = make_trainer(agent_module, config, env, run, dataset=dataset)
+    split_envs = args.devices if args.split == "envs" and (args.devices or 1) > 1 else None
+    trainer = make_trainer(agent_module, config, env, run, dataset=dataset, data_parallel=split_envs)
     plan = trainer.plan
     steps_name = "env_steps" if dataset is None else "grad_steps"
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
@@ -195,9 +202,11 @@ def train_command(args: argparse.Namespace) -> int:
         **({"observe": list(args.observe)} if args.observe else {}),
         "total_steps": plan.total_steps, "num_chunks": plan.num_chunks, "eval_episodes": args.eval_episodes,
         **({} if dataset is None else {"dataset": datasets.identity(dataset)}),
+        **({} if split_envs is None else {"envs_split_over_devices": split_envs}),  # the run state's shape
     }
     rundir.check_run_options(args)
-    runs_sharding(len(seeds), args.devices)  # devices that exist and divide the seeds, before compiling
+    runs_devices = None if split_envs else args.devices
+    runs_sharding(len(seeds), runs_devices)  # devices that exist and divide the seeds, before compiling
     cache_dir = compile_cache.chosen_directory(disabled=args.no_compile_cache)
     if cache_dir is not None:
         compile_cache.enable(cache_dir)
@@ -268,12 +277,18 @@ def train_command(args: argparse.Namespace) -> int:
             tracker = WandbWriter(run_dir, identity, seeds, project=args.wandb_project, entity=args.wandb_entity,
                                   group=args.wandb_group, mode=args.wandb_mode)
         with compile_cache.CacheCounter() as cached:
+            # Every float of the config is an input of the programs, not a constant compiled into them, so
+            # the same command with another learning rate (or seed) loads its programs from the compile cache.
+            floats = {name: [getattr(config, name)] * len(seeds) for name in cfg.vmappable_fields(config)}
             result = run_training(
-                trainer, seeds, on_chunk=on_chunk, restore=restore if resuming else None,
-                after_chunk=after_chunk, devices=args.devices,
+                trainer, seeds, floats, on_chunk=on_chunk, restore=restore if resuming else None,
+                after_chunk=after_chunk, devices=runs_devices,
             )
         progress.close()  # before the table, so a terminal's progress bar is gone
-        save_state(run_dir / rundir.FINAL_STATES_DIR / ALL_SEEDS, result.run_state.agent_state)  # for rlkit.load
+        agent_state = result.run_state.agent_state
+        if split_envs:  # every device holds the same parameters: keep one copy
+            agent_state = jax.tree.map(lambda x: x[:, 0], agent_state)
+        save_state(run_dir / rundir.FINAL_STATES_DIR / ALL_SEEDS, agent_state)  # for rlkit.load
         per_seed = result.eval_returns.mean(axis=1)
         hits, misses = cached.count()
         rundir.finish_run(

@@ -90,9 +90,13 @@ def field_types(config_cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(config_cls)}
 
 
+# Floats that must stay constants of the program: flashbax checks the exponent in Python when it builds the buffer.
+COMPILE_TIME_FLOATS = frozenset({"priority_exponent"})
+
+
 def vmappable_fields(config: Any) -> list[str]:
-    """Fields that can be vmapped over (float-typed: learning rates, coefficients)."""
-    return [name for name, t in field_types(type(config)).items() if t is float]
+    """Fields that can be vmapped over, or be runtime inputs of a program (floats: learning rates, coefficients)."""
+    return [name for name, t in field_types(type(config)).items() if t is float and name not in COMPILE_TIME_FLOATS]
 
 
 def parse_value(config_cls: type, name: str, text: str) -> Any:

@@ -12,7 +12,13 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
-from scipy import stats as scipy_stats
+
+
+def _scipy_stats():
+    """scipy.stats, imported when first needed (half a second of start-up that most commands skip)."""
+    from scipy import stats
+
+    return stats
 
 
 class Estimate(NamedTuple):
@@ -30,7 +36,7 @@ def mean_interval(values, confidence: float = 0.95) -> Estimate:
     mean = float(x.mean())
     if x.size < 2:
         return Estimate(mean, mean, mean, 1)
-    half = float(scipy_stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
+    half = float(_scipy_stats().t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
     return Estimate(mean, mean - half, mean + half, int(x.size))
 
 
@@ -46,8 +52,8 @@ def iqm(values, axis: int | None = None):
     if x.size == 0:
         raise ValueError("iqm needs at least one value")
     if axis is None:
-        return float(scipy_stats.trim_mean(x.ravel(), 0.25))
-    return scipy_stats.trim_mean(x, 0.25, axis=axis)
+        return float(_scipy_stats().trim_mean(x.ravel(), 0.25))
+    return _scipy_stats().trim_mean(x, 0.25, axis=axis)
 
 
 def _check_confidence(confidence: float, num_resamples: int) -> None:

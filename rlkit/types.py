@@ -156,6 +156,9 @@ class ExperienceSpec(NamedTuple):
       importance_exponent: beta: importance weights ``(min P / P) ** beta`` in a batch.
       needs_dataset: the agent learns only from a recorded dataset (behaviour cloning, IQL);
         ``make_trainer`` refuses to run it without one.
+      data_parallel: one run may be split over devices (``make_trainer(..., data_parallel=N)``):
+        the agent averages its gradients and whole-batch statistics with ``rlkit.parallel`` and
+        its config sizes the run by ``num_envs``, which the loop divides among the devices.
     """
 
     kind: Kind
@@ -173,6 +176,7 @@ class ExperienceSpec(NamedTuple):
     priority_exponent: float = 0.6
     importance_exponent: float = 0.4
     needs_dataset: bool = False
+    data_parallel: bool = False
 
     @property
     def steps_per_iteration(self) -> int:

@@ -432,6 +432,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    devices = jax.devices()
+    print(f"jax {jax.__version__}: {len(devices)} {jax.default_backend()} device(s), {devices[0].device_kind}")
     if args.backend == "reverb":
         return main_reverb(args)
     try:  # everything is checked before anything compiles; rlkit's messages say what to change
@@ -465,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
         print_table(records)
     if args.json:
         document = {"agent": args.agent, "env": args.env, "config": rlkit.config.to_dict(config),
-                    "device": str(jax.devices()[0]), "results": records}
+                    "device": str(devices[0]), "device_kind": devices[0].device_kind,
+                    "device_count": len(devices), "results": records}
         Path(args.json).write_text(json.dumps(document, indent=1))
     return 0
 

@@ -21,20 +21,24 @@ def train(out, cache, *extra):
                           capture_output=True, text=True, timeout=300, env=env)
 
 
-def test_second_run_with_other_seeds_loads_every_program_from_the_cache(tmp_path):
+def test_second_run_with_other_seeds_and_floats_loads_every_program_from_the_cache(tmp_path):
     cache = tmp_path / "cache"
     first = train(tmp_path / "first", cache)
     assert first.returncode == 0, first.stderr[-2000:]
     assert "0 program(s) loaded" in first.stdout and any(cache.iterdir())
-    second = train(tmp_path / "second", cache, "--first-seed", "1")
+    # Other seeds and another learning rate: runtime inputs of the same programs.
+    second = train(tmp_path / "second", cache, "--first-seed", "1", "--set", "learning_rate=1e-3")
     assert second.returncode == 0, second.stderr[-2000:]
     record = json.loads((tmp_path / "second" / "results.json").read_text())["compile_cache"]
     assert record["directory"] == str(cache) and record["programs_compiled"] == 0
     assert record["programs_loaded"] >= 3  # init, chunk, evaluation at least
     assert f"{record['programs_loaded']} program(s) loaded, 0 compiled" in second.stdout
-    off = train(tmp_path / "off", cache, "--no-compile-cache")
+    off = train(tmp_path / "off", cache, "--no-compile-cache", "--first-seed", "1", "--set", "learning_rate=1e-3")
     assert off.returncode == 0 and "compile cache" not in off.stdout
-    assert json.loads((tmp_path / "off" / "results.json").read_text())["compile_cache"]["directory"] is None
+    results = {name: json.loads((tmp_path / name / "results.json").read_text()) for name in ("second", "off")}
+    assert results["off"]["compile_cache"]["directory"] is None
+    # The programs loaded for the second run compute what freshly compiled ones do.
+    assert results["off"]["final_eval_return"] == results["second"]["final_eval_return"]
 
 
 @pytest.mark.once
@@ -63,3 +67,24 @@ def test_a_budget_beyond_int32_step_counters_is_refused_before_compiling(tmp_pat
     assert main(["train", "--agent", "ppo", "--env", "CartPole-v1", "--steps", "3e9", "--out", str(tmp_path / "x")]) == 2
     assert "int32" in capsys.readouterr().err and time.perf_counter() - start < 5
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.once
+def test_every_preset_traces_with_all_its_floats_as_program_inputs():
+    """``rlkit train`` passes every float of the config as a runtime input (one compile serves other values)."""
+    import jax
+    import numpy as np
+
+    from rlkit import agents, config, envs, make_env, make_trainer, presets
+    from rlkit.runs.runner import batched, seed_keys
+
+    pairs = sorted({(agent, env_id) for agent, env_id in presets.PRESETS if env_id in envs.env_ids()
+                    and not agents.get(agent).experience(presets.config_for(agent, env_id)).needs_dataset})
+    assert len(pairs) >= 10, pairs
+    for agent, env_id in pairs:
+        module, cfg = agents.get(agent), presets.config_for(agent, env_id)
+        trainer = make_trainer(module, cfg, make_env(env_id), RunConfig(total_steps=presets.get(agent, env_id).steps))
+        floats = {name: np.full(2, getattr(cfg, name), np.float32) for name in config.vmappable_fields(cfg)}
+        state = jax.eval_shape(batched(trainer.init, 2), seed_keys([0, 1]), floats)
+        jax.eval_shape(batched(trainer.run_chunk, 2, shared=1), state, floats, trainer.data)
+        jax.eval_shape(batched(trainer.evaluate, 2), state.agent_state, seed_keys([0, 1]), floats)

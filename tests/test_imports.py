@@ -31,3 +31,27 @@ sys.exit(1 if bad else 0)
 def test_core_works_without_tensorflow_or_reverb():
     out = subprocess.run([sys.executable, "-c", BLOCKED + USE_THE_CORE], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+
+
+DEFERRED = """
+import sys, types
+import rlkit
+from rlkit import lazy_imports
+assert not any(name.startswith('seaborn.') for name in sys.modules), 'seaborn was imported with rlkit'
+for name in lazy_imports.DEFERRED:
+    assert isinstance(sys.modules[name], lazy_imports.DeferredModule), (name, type(sys.modules[name]))
+import matplotlib
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt
+import seaborn
+palette = seaborn.color_palette('cubehelix', 3)  # the first attribute read imports the real module
+assert len(palette) == 3 and not isinstance(sys.modules['seaborn'], lazy_imports.DeferredModule)
+figure, axes = plt.subplots()  # so does pyplot's, the backend chosen before it loaded
+assert type(sys.modules['matplotlib.pyplot']) is types.ModuleType and matplotlib.get_backend().lower() == 'agg'
+print('ok')
+"""
+
+
+def test_what_gymnax_imports_only_to_draw_is_imported_when_first_used():
+    out = subprocess.run([sys.executable, "-c", DEFERRED], capture_output=True, text=True)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]

@@ -24,6 +24,8 @@ TINY = {
     "cql": ["--agent", "cql", "--steps", "4000", "--chunks", "20", "--set", "batch_size=32",
             "--set", "hidden_sizes=16,16"],
 }
+# One run's 4 environments split over 4 (fake CPU) devices: the run state has a device axis.
+TINY["ppo_split"] = [*TINY["ppo"], "--devices", "4", "--split", "envs"]
 TIMING = ("elapsed_seconds", "steps_per_second")
 
 
@@ -60,8 +62,11 @@ def metrics_without_timing(out: Path) -> list[dict]:
 
 
 @pytest.mark.once
-@pytest.mark.parametrize("agent", ["ppo", "dqn", "cql"])
-def test_sigkill_then_resume_is_bit_identical(tmp_path, agent, dataset_args):
+@pytest.mark.parametrize("agent", ["ppo", "dqn", "cql", "ppo_split"])
+def test_sigkill_then_resume_is_bit_identical(tmp_path, agent, dataset_args, monkeypatch):
+    if agent == "ppo_split":
+        monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+        monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     subprocess.run(train(whole, agent, *dataset_args), check=True, capture_output=True, timeout=300)
 

@@ -30,6 +30,7 @@ import optax
 import rlax
 
 from rlkit import config as cfg
+from rlkit import parallel
 from rlkit.agents.ppo import Categorical
 from rlkit.networks import CategoricalActorCritic, activation_fn
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Trajectory
@@ -86,7 +87,8 @@ class IMPALAState(NamedTuple):
 
 def experience(config: Config) -> ExperienceSpec:
     """Each rollout once, time-major ``[num_steps, num_envs]`` (through Reverb: a queue of them)."""
-    return ExperienceSpec(kind="rollout", num_envs=config.num_envs, rollout_length=config.num_steps, gamma=config.gamma)
+    return ExperienceSpec(kind="rollout", num_envs=config.num_envs, rollout_length=config.num_steps, gamma=config.gamma,
+                          data_parallel=True)
 
 
 def vtrace_targets(
@@ -118,7 +120,8 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
     else:
         learning_rate = config.learning_rate
     optimizer = optax.flatten(optax.chain(
-        optax.clip_by_global_norm(config.max_grad_norm), optax.adam(learning_rate, eps=1e-5)
+        parallel.average_gradients(),  # over the devices of a run split data-parallel; else nothing
+        optax.clip_by_global_norm(config.max_grad_norm), optax.adam(learning_rate, eps=1e-5),
     ))
 
     def init(key):

@@ -32,6 +32,7 @@ import optax
 import rlax
 
 from rlkit import config as cfg
+from rlkit import parallel
 from rlkit.networks import CategoricalActorCritic, GaussianActorCritic, activation_fn
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Trajectory
 
@@ -90,8 +91,8 @@ class RunningMoments(NamedTuple):
         return cls(jnp.zeros(shape), jnp.ones(shape), jnp.full((), 1e-4))
 
     def update(self, x: jax.Array) -> "RunningMoments":
-        """Fold in a batch ``x [B, *shape]``."""
-        batch_mean, batch_var, n = jnp.mean(x, 0), jnp.var(x, 0), x.shape[0]
+        """Fold in a batch ``x [B, *shape]`` (the whole batch, when a run is split over devices)."""
+        (batch_mean, batch_var), n = parallel.moments(x), parallel.count(x.shape[0])
         total = self.count + n
         delta = batch_mean - self.mean
         mean = self.mean + delta * n / total
@@ -122,7 +123,7 @@ def experience(config: Config) -> ExperienceSpec:
     """PPO learns from each fresh rollout once."""
     return ExperienceSpec(
         kind="rollout", num_envs=config.num_envs, rollout_length=config.num_steps,
-        gamma=config.gamma,
+        gamma=config.gamma, data_parallel=True,
     )
 
 
@@ -207,6 +208,7 @@ def make_optimizer(config: Config, total_steps: int | None) -> optax.GradientTra
     else:
         learning_rate = config.learning_rate
     return optax.flatten(optax.chain(
+        parallel.average_gradients(),  # over the devices of a run split data-parallel; else nothing
         optax.clip_by_global_norm(config.max_grad_norm),
         optax.adam(learning_rate, eps=1e-5),
     ))
@@ -222,7 +224,8 @@ def clipped_loss(distribution, value: jax.Array, batch: dict, config: Config) ->
     ratio = jnp.exp(log_prob - batch["log_prob"])
     adv = batch["advantage"]
     if config.normalize_advantages:
-        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        adv_mean, adv_var = parallel.moments(adv.reshape(-1))  # the whole minibatch, over devices if split
+        adv = (adv - adv_mean) / (jnp.sqrt(adv_var) + 1e-8)
     policy_loss = rlax.clipped_surrogate_pg_loss(ratio, adv, config.clip_eps)
     value_error = value - batch["target"]
     if config.clip_value:

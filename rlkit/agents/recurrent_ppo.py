@@ -64,7 +64,8 @@ class RecurrentPPOState(NamedTuple):
 
 def experience(config: Config) -> ExperienceSpec:
     """Each fresh rollout once, whole."""
-    return ExperienceSpec(kind="rollout", num_envs=config.num_envs, rollout_length=config.num_steps, gamma=config.gamma)
+    return ExperienceSpec(kind="rollout", num_envs=config.num_envs, rollout_length=config.num_steps, gamma=config.gamma,
+                          data_parallel=True)
 
 
 def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent:

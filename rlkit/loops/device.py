@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from rlkit import config as cfg
+from rlkit import parallel
 from rlkit.envs.device import DeviceEnv, EpisodeState
 from rlkit.replay import device as device_replay
 from rlkit.types import Agent, AgentFactory, AgentState, EnvSpec, ExperienceSpec, Trajectory
@@ -215,14 +216,23 @@ def example_step(agent: Agent, agent_state: AgentState, spec: EnvSpec) -> Trajec
 
 
 def make_trainer(
-    agent_module: AgentFactory, config: Any, env: DeviceEnv, run: RunConfig, dataset: Any = None
+    agent_module: AgentFactory, config: Any, env: DeviceEnv, run: RunConfig, dataset: Any = None,
+    data_parallel: int | None = None,
 ) -> Trainer:
     """Wire an agent module (anything with ``make``/``experience``), its config and an environment.
 
     Everything is validated here, before anything compiles. The feeder comes from
     ``rlkit.replay.FEEDERS`` by the experience kind. With a ``dataset`` (``rlkit.datasets.Dataset``)
     the run is offline (``rlkit.loops.offline``): no rollouts, and ``run.total_steps`` counts gradient steps.
+    ``data_parallel=N`` splits each run's environments over N devices and averages the gradients
+    (``rlkit.loops.data_parallel``).
     """
+    if data_parallel is not None and data_parallel > 1:
+        if dataset is not None:
+            raise ValueError("--split envs: an offline run has no environments to split; split the seeds (--split runs)")
+        from rlkit.loops.data_parallel import make_data_parallel_trainer
+
+        return make_data_parallel_trainer(agent_module, config, env, run, data_parallel)
     if dataset is not None:
         from rlkit.loops.offline import make_offline_trainer
 
@@ -265,6 +275,7 @@ def make_trainer(
     def init(key, hparams: HParams = {}) -> RunState:
         agent, spec = build(hparams)
         agent_key, env_key, key = jax.random.split(key, 3)
+        env_key, key = parallel.device_key(env_key), parallel.device_key(key)  # the agent's stays shared
         agent_state = agent.init(agent_key)
         obs, env_state = jax.vmap(env.reset)(jax.random.split(env_key, spec.num_envs))
         actor = ActorState(env_state, obs, agent.init_carry(spec.num_envs))

@@ -22,6 +22,7 @@ import flashbax
 import jax
 import jax.numpy as jnp
 
+from rlkit import config as cfg
 from rlkit.types import ExperienceSpec, Trajectory, Transition, WeightedBatch
 
 
@@ -114,8 +115,8 @@ def check_spec(spec: ExperienceSpec) -> None:
                 f"sequence_length={spec.sequence_length} is longer than the buffer holds per environment "
                 f"(buffer_size // num_envs = {steps_per_env}); raise buffer_size or shorten the sequences"
             )
-    if spec.prioritized and not 0 <= spec.priority_exponent <= 1:
-        raise ValueError(f"priority_exponent must lie in [0, 1], got {spec.priority_exponent}")
+    if spec.prioritized:  # a traced exponent (a vmapped hyperparameter) was checked before the vmap
+        cfg.check_unit_interval("priority_exponent", spec.priority_exponent)
 
 
 def _rollout_feeder(spec: ExperienceSpec, example: Trajectory) -> Feeder:

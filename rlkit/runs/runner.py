@@ -198,7 +198,9 @@ def compile_training(
     def chunk(run_state: RunState, hparams: dict[str, jax.Array]):
         return compiled_chunk(run_state, hparams, trainer.data)
 
-    evaluate = _Deferred(pool.submit(timed, "eval", lambda: eval_fn.lower(abstract.agent_state, eval_keys, hp)))
+    # Compiled for where the agent state lives (one device, or split over devices by the runs or the data axis).
+    placed = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), run_state.agent_state)
+    evaluate = _Deferred(pool.submit(timed, "eval", lambda: eval_fn.lower(placed, eval_keys, hp)))
     pool.shutdown(wait=False)
     seconds["wall"] = time.perf_counter() - wall_start
     return CompiledRun(run_state, hp, eval_keys, chunk, evaluate, seconds, sharding)
@@ -229,9 +231,9 @@ def run_training(
     run_state, hp = compiled.run_state, compiled.hparams
     first_chunk = 0
     if restore is not None:
+        placement = jax.tree.map(lambda x: x.sharding, run_state)
         run_state, first_chunk = restore(run_state)
-        if compiled.sharding is not None:  # a checkpoint comes back whole
-            run_state = jax.device_put(run_state, compiled.sharding)
+        run_state = jax.device_put(run_state, placement)  # a checkpoint comes back whole, on one device
 
     start = time.perf_counter()
     for index in range(first_chunk, trainer.plan.num_chunks):

@@ -122,7 +122,9 @@ def _load_device(run_dir: Path, results: dict[str, Any], module: Any, config: An
         from rlkit.loops.offline import agent_horizon
 
         horizon = agent_horizon(module.experience(config), horizon)
-    agent = module.make(config, env.spec, horizon)
+    split = results.get("envs_split_over_devices")  # the saved state is one device's share of the run
+    agent = module.make(dataclasses.replace(config, num_envs=config.num_envs // split) if split else config,
+                        env.spec, horizon)
     final = run_dir / FINAL_STATES_DIR / ALL_SEEDS
     if offline and not final.is_dir():
         raise ValueError(f"{run_dir}: an offline run without {FINAL_STATES_DIR}/{ALL_SEEDS} (it did not finish); "
