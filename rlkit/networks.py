@@ -51,6 +51,44 @@ def _dense(features: int, scale: float = np.sqrt(2)) -> nn.Dense:
     return nn.Dense(features, kernel_init=orthogonal(scale), bias_init=nn.initializers.zeros)
 
 
+class NoisyDense(nn.Module):
+    """A dense layer with learned, factorised Gaussian noise on its weights and bias.
+
+    Fortunato et al., "Noisy Networks for Exploration", 2018 (https://arxiv.org/abs/1706.10295):
+    ``y = x (mu_w + sigma_w * f(e_in) f(e_out)^T) + mu_b + sigma_b * f(e_out)`` with
+    ``f(e) = sign(e) sqrt(|e|)``, ``e`` standard normal from the "noise" rng stream, one draw per
+    call for the whole batch; ``sigma`` starts at ``sigma0 / sqrt(inputs)``. With ``noise=False``
+    the layer is its mean (``mu``), which is how a noisy network is evaluated greedily.
+    """
+
+    features: int
+    sigma0: float = 0.5
+
+    @nn.compact
+    def __call__(self, x: jax.Array, noise: bool) -> jax.Array:
+        inputs = x.shape[-1]
+        bound = 1.0 / np.sqrt(inputs)
+        uniform = lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -bound, bound)  # noqa: E731
+        sigma = lambda key, shape: jnp.full(shape, self.sigma0 * bound, jnp.float32)  # noqa: E731
+        mu_kernel = self.param("mu_kernel", uniform, (inputs, self.features))
+        mu_bias = self.param("mu_bias", uniform, (self.features,))
+        sigma_kernel = self.param("sigma_kernel", sigma, (inputs, self.features))
+        sigma_bias = self.param("sigma_bias", sigma, (self.features,))
+        mean = x @ mu_kernel + mu_bias
+        if not noise:
+            return mean
+        in_key, out_key = jax.random.split(self.make_rng("noise"))
+        scaled = lambda e: jnp.sign(e) * jnp.sqrt(jnp.abs(e))  # noqa: E731
+        e_in, e_out = scaled(jax.random.normal(in_key, (inputs,))), scaled(jax.random.normal(out_key, (self.features,)))
+        # x (sigma * e_in e_out^T) = ((x * e_in) sigma) * e_out: no [inputs, features] noise matrix.
+        return mean + ((x * e_in) @ sigma_kernel) * e_out + sigma_bias * e_out
+
+
+def _output_layer(h: jax.Array, features: int, noisy: bool, sigma0: float, noise: bool) -> jax.Array:
+    """A Q-network's output layer: orthogonal dense, or ``NoisyDense`` for a noisy network."""
+    return NoisyDense(features, sigma0)(h, noise) if noisy else _dense(features, 1.0)(h)
+
+
 class MLP(nn.Module):
     """Dense layers with an activation after each (optionally LayerNorm before it)."""
 
@@ -115,21 +153,26 @@ class GaussianActorCritic(nn.Module):
 
 
 class QNetwork(nn.Module):
-    """Action values from an MLP torso; with ``dueling`` a value + advantage head (Wang et al., 2016)."""
+    """Action values from an MLP torso; with ``dueling`` a value + advantage head (Wang et al., 2016).
+
+    ``noisy``: the output layers are ``NoisyDense`` (noise drawn when called with ``noise=True``).
+    """
 
     num_actions: int
     hidden_sizes: Sequence[int] = (64, 64)
     activation: str = "relu"
     dueling: bool = False
     layer_norm: bool = False
+    noisy: bool = False
+    sigma0: float = 0.5
 
     @nn.compact
-    def __call__(self, obs: jax.Array) -> jax.Array:
+    def __call__(self, obs: jax.Array, noise: bool = False) -> jax.Array:
         h = MLP(self.hidden_sizes, self.activation, self.layer_norm)(obs)
         if not self.dueling:
-            return _dense(self.num_actions, 1.0)(h)
-        value = _dense(1, 1.0)(h)
-        advantage = _dense(self.num_actions, 1.0)(h)
+            return _output_layer(h, self.num_actions, self.noisy, self.sigma0, noise)
+        value = _output_layer(h, 1, self.noisy, self.sigma0, noise)
+        advantage = _output_layer(h, self.num_actions, self.noisy, self.sigma0, noise)
         return value + advantage - jnp.mean(advantage, axis=-1, keepdims=True)
 
 
@@ -148,7 +191,8 @@ class CategoricalActor(nn.Module):
 class DistributionalQNetwork(nn.Module):
     """``num_atoms`` outputs per action, ``[..., num_actions, num_atoms]``: C51 logits or QR-DQN quantiles.
 
-    With ``dueling`` a value + advantage head per atom (as in Rainbow, Hessel et al., 2018).
+    With ``dueling`` a value + advantage head per atom (as in Rainbow, Hessel et al., 2018);
+    ``noisy`` as in ``QNetwork``.
     """
 
     num_actions: int
@@ -157,15 +201,17 @@ class DistributionalQNetwork(nn.Module):
     activation: str = "relu"
     dueling: bool = False
     layer_norm: bool = False
+    noisy: bool = False
+    sigma0: float = 0.5
 
     @nn.compact
-    def __call__(self, obs: jax.Array) -> jax.Array:
+    def __call__(self, obs: jax.Array, noise: bool = False) -> jax.Array:
         h = MLP(self.hidden_sizes, self.activation, self.layer_norm)(obs)
         shape = (*h.shape[:-1], self.num_actions, self.num_atoms)
-        out = _dense(self.num_actions * self.num_atoms, 1.0)(h).reshape(shape)
+        out = _output_layer(h, self.num_actions * self.num_atoms, self.noisy, self.sigma0, noise).reshape(shape)
         if not self.dueling:
             return out
-        value = _dense(self.num_atoms, 1.0)(h)[..., None, :]
+        value = _output_layer(h, self.num_atoms, self.noisy, self.sigma0, noise)[..., None, :]
         return value + out - jnp.mean(out, axis=-2, keepdims=True)
 
 
@@ -223,14 +269,20 @@ class DeterministicActor(nn.Module):
 
 
 class ContinuousQNetwork(nn.Module):
-    """``Q(s, a)`` for continuous actions: an MLP over the observation and action, concatenated."""
+    """``Q(s, a)`` for continuous actions: an MLP over the observation and action, concatenated.
+
+    With ``num_atoms`` > 0, logits ``[..., num_atoms]`` of a categorical return distribution (D4PG).
+    """
 
     hidden_sizes: Sequence[int] = (256, 256)
     activation: str = "relu"
+    num_atoms: int = 0
 
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
         h = MLP(self.hidden_sizes, self.activation)(jnp.concatenate([obs, action], axis=-1))
+        if self.num_atoms:
+            return _dense(self.num_atoms, 1.0)(h)
         return jnp.squeeze(_dense(1, 1.0)(h), -1)
 
 

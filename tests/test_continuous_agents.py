@@ -1,4 +1,4 @@
-"""SAC, TD3 and DDPG: init/act/update jit and are pure, vmap over seeds, act within bounds, configs checked."""
+"""SAC, TD3, DDPG, D4PG and MPO: init/act/update jit and are pure, vmap over seeds, act within bounds, configs checked."""
 
 import dataclasses
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rlkit import RunConfig, agents, envs, make_trainer, run_training
-from rlkit.agents import ddpg, sac, td3
+from rlkit.agents import d4pg, ddpg, mpo, sac, td3
 from rlkit.types import Transition
 
 SMALL = {"hidden_sizes": (8,), "buffer_size": 64, "batch_size": 4, "learning_starts": 4}
@@ -16,6 +16,8 @@ TINY = {
     "sac": sac.Config(**SMALL),
     "td3": td3.Config(**SMALL, policy_delay=1),  # the actor learns on the first update too
     "ddpg": ddpg.Config(**SMALL),
+    "d4pg": d4pg.Config(**SMALL, num_atoms=11, v_min=-5.0, v_max=0.0),
+    "mpo": mpo.Config(**SMALL, num_samples=4, target_update_period=1),  # targets copied every update
 }
 
 
@@ -169,3 +171,33 @@ def test_experience_maps_the_replay_ratio():
     assert (spec.kind, spec.num_envs, spec.rollout_length, spec.updates_per_rollout) == ("transitions", 4, 2, 6)
     assert spec.min_size == 256  # at least one batch
     assert td3.experience(td3.Config(updates_per_step=2)).updates_per_rollout == 2
+
+
+def test_d4pg_critic_is_a_distribution_and_its_config_is_checked(pendulum):
+    agent = d4pg.make(TINY["d4pg"], pendulum.spec)
+    state = agent.init(jax.random.key(0))
+    critic_head = state.params["critic"]["params"]["Dense_0"]["kernel"]  # the output layer, after MLP_0
+    assert critic_head.shape[-1] == 11  # logits over the atoms (stacked over one critic)
+    new_state, metrics = jax.jit(agent.update)(state, fake_batch(pendulum.spec), jax.random.key(1))
+    assert -5.0 <= float(metrics["q_mean"]) <= 0.0 and np.isfinite(float(metrics["loss"]))
+    assert not same(new_state.params["actor"], state.params["actor"])
+    assert agents.d4pg.experience(TINY["d4pg"]).n_step == 5
+    for bad, message in (({"num_critics": 2}, "num_critics: a categorical critic is one critic"),
+                         ({"distribution": "none"}, "d4pg is 'categorical'"),
+                         ({"v_min": 1.0, "v_max": 0.0}, "v_max - v_min must be > 0")):
+        with pytest.raises(ValueError, match=message):
+            dataclasses.replace(TINY["d4pg"], **bad)
+
+
+def test_mpo_learns_its_dual_variables_and_keeps_the_policy_near_its_target(pendulum):
+    """The temperature and the Lagrange multipliers are state the update moves; one update keeps the
+    policy within a small KL of the target policy it started from."""
+    agent = mpo.make(dataclasses.replace(TINY["mpo"], target_update_period=100), pendulum.spec)
+    state = agent.init(jax.random.key(0))
+    new_state, metrics = jax.jit(agent.update)(state, fake_batch(pendulum.spec), jax.random.key(1))
+    for name in ("temperature", "alpha_mean", "alpha_stddev"):
+        assert not np.array_equal(new_state.params["duals"][name], state.params["duals"][name]), name
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    assert 0.0 <= float(metrics["kl_mean"]) < 0.1 and float(metrics["temperature"]) > 0
+    assert same(new_state.target_params, state.target_params)  # copied only every target_update_period
+    assert mpo.gaussian_kl(jnp.zeros(2), jnp.ones(2), jnp.zeros(2), jnp.ones(2)).tolist() == [0.0, 0.0]

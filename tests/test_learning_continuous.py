@@ -34,6 +34,18 @@ def test_sac_learns_pendulum_within_2e4_steps():
     assert per_seed.mean() >= -250, per_seed
 
 
+def test_d4pg_learns_pendulum_within_3e4_steps():
+    steps, per_seed = final_eval("d4pg")
+    assert steps <= 30_000
+    assert per_seed.mean() >= -250, per_seed
+
+
+def test_mpo_learns_pendulum_within_3e4_steps():
+    steps, per_seed = final_eval("mpo")
+    assert steps <= 30_000
+    assert per_seed.mean() >= -250, per_seed
+
+
 def test_td3_learns_pendulum_within_3e4_steps():
     steps, per_seed = final_eval("td3")
     assert steps <= 30_000

@@ -1,4 +1,4 @@
-"""Do C51, QR-DQN and PQN learn? Their CartPole-v1 presets, fixed seeds, fixed thresholds.
+"""Do C51, QR-DQN, PQN and Rainbow learn? Their CartPole-v1 presets, fixed seeds, fixed thresholds.
 
 Each test trains 4 seeds vmapped in one compile for the preset's step budget (5e5) and checks
 the mean final greedy evaluation return (32 episodes per seed).
@@ -26,7 +26,7 @@ def final_eval(name):
     return per_seed
 
 
-@pytest.mark.parametrize("name", ["c51", "qrdqn", "pqn"])
+@pytest.mark.parametrize("name", ["c51", "qrdqn", "pqn", "rainbow"])
 def test_solves_cartpole_within_5e5_steps(name):
     per_seed = final_eval(name)
     assert per_seed.mean() >= 475, per_seed

@@ -5,11 +5,29 @@ from __future__ import annotations
 import difflib
 from types import ModuleType
 
-from rlkit.agents import bc, c51, cql, ddpg, dqn, impala, iql, ppo, pqn, qrdqn, r2d2, recurrent_ppo, sac, td3
+from rlkit.agents import (
+    bc,
+    c51,
+    cql,
+    d4pg,
+    ddpg,
+    dqn,
+    impala,
+    iql,
+    mpo,
+    ppo,
+    pqn,
+    qrdqn,
+    r2d2,
+    rainbow,
+    recurrent_ppo,
+    sac,
+    td3,
+)
 
 REGISTRY: dict[str, ModuleType] = {
     "ppo": ppo, "recurrent_ppo": recurrent_ppo, "impala": impala, "dqn": dqn, "c51": c51, "qrdqn": qrdqn,
-    "r2d2": r2d2, "pqn": pqn, "sac": sac, "td3": td3, "ddpg": ddpg,
+    "rainbow": rainbow, "r2d2": r2d2, "pqn": pqn, "sac": sac, "td3": td3, "ddpg": ddpg, "d4pg": d4pg, "mpo": mpo,
     "bc": bc, "cql": cql, "iql": iql,
 }
 
@@ -24,5 +42,5 @@ def get(name: str) -> ModuleType:
 
 
 __all__ = [
-    "REGISTRY", "get", "bc", "c51", "cql", "ddpg", "dqn", "impala", "iql", "ppo", "pqn", "qrdqn", "r2d2", "recurrent_ppo", "sac", "td3",
+    "REGISTRY", "get", "bc", "c51", "cql", "d4pg", "ddpg", "dqn", "impala", "iql", "mpo", "ppo", "pqn", "qrdqn", "r2d2", "rainbow", "recurrent_ppo", "sac", "td3",
 ]

@@ -4,6 +4,10 @@ Mnih et al., "Human-level control through deep reinforcement learning", 2015;
 van Hasselt et al., "Deep Reinforcement Learning with Double Q-learning", 2016;
 Wang et al., "Dueling Network Architectures for Deep RL", 2016. Losses from rlax.
 
+``noisy`` replaces the output layers by noisy ones (Fortunato et al., "Noisy Networks for
+Exploration", 2018), which explore by learned weight noise; ``rlkit.agents.rainbow`` combines
+all of these with prioritized replay.
+
 ``distribution`` switches to a distributional value: "categorical" is C51 (Bellemare
 et al., "A Distributional Perspective on Reinforcement Learning", 2017), "quantile" is
 QR-DQN (Dabney et al., "Distributional Reinforcement Learning with Quantile Regression",
@@ -75,6 +79,8 @@ class Config:
     prioritized: bool = False  # proportional prioritized replay (Schaul et al., 2016), |TD error| priorities
     priority_exponent: float = 0.6
     importance_exponent: float = 0.4
+    noisy: bool = False  # noisy output layers (Fortunato et al., 2018): exploration by learned weight noise
+    noise_scale: float = 0.5  # sigma_0 of the noisy layers
 
     def __post_init__(self):
         for name in ("num_envs", "num_steps", "batch_size", "n_step", "target_update_freq"):
@@ -104,11 +110,11 @@ class Config:
             raise ValueError(f"num_atoms must be >= 2, got {self.num_atoms}")
         cfg.check_positive("v_max - v_min", self.v_max - self.v_min)
         cfg.check_positive("huber_kappa", self.huber_kappa)
+        cfg.check_non_negative("noise_scale", self.noise_scale)
         cfg.check_priorities(self)
 
 
 DISTRIBUTIONS = ("none", "categorical", "quantile")
-AGENT_NAMES = {"none": "dqn", "categorical": "c51", "quantile": "qrdqn"}
 
 
 class DQNState(NamedTuple):
@@ -145,16 +151,24 @@ def make(
     conservative penalty, ``rlkit.agents.cql``).
     """
     if spec.action_kind != "discrete":
+        agent_name = type(config).__module__.rsplit(".", 1)[-1]  # dqn, c51, qrdqn, rainbow, cql
         raise ValueError(
-            f"agent {AGENT_NAMES[config.distribution]}: needs a discrete action space, but the environment's is "
+            f"agent {agent_name}: needs a discrete action space, but the environment's is "
             f"{spec.action_kind} (shape ({spec.num_actions},)); use sac, td3 or ppo for it"
         )
+    noisy = {"noisy": config.noisy, "sigma0": config.noise_scale}
     if config.distribution == "none":
-        network = QNetwork(spec.num_actions, config.hidden_sizes, config.activation, config.dueling)
+        network = QNetwork(spec.num_actions, config.hidden_sizes, config.activation, config.dueling, **noisy)
     else:
         network = DistributionalQNetwork(
-            spec.num_actions, config.num_atoms, config.hidden_sizes, config.activation, config.dueling
+            spec.num_actions, config.num_atoms, config.hidden_sizes, config.activation, config.dueling, **noisy
         )
+
+    def forward(params, obs, noise_key=None):
+        """The network's output; a noisy network draws its noise from ``noise_key`` (None: its mean)."""
+        if noise_key is None:
+            return network.apply(params, obs)
+        return network.apply(params, obs, noise=True, rngs={"noise": noise_key})
     atoms = jnp.linspace(config.v_min, config.v_max, config.num_atoms)
     taus = (jnp.arange(config.num_atoms) + 0.5) / config.num_atoms  # quantile midpoints
 
@@ -188,7 +202,10 @@ def make(
         return DQNState(params, params, optimizer.init(params), jnp.zeros((), jnp.int32))
 
     def act(state, observation, carry, key, deterministic=False):
-        q = q_values(network.apply(state.params, observation))
+        noise_key = None
+        if config.noisy and not deterministic:  # explore with fresh weight noise; evaluate the mean network
+            key, noise_key = jax.random.split(key)
+        q = q_values(forward(state.params, observation, noise_key))
         greedy = jnp.argmax(q, axis=-1)
         if deterministic:
             return ActOutput(greedy, carry, {})
@@ -217,10 +234,12 @@ def make(
         )
         return kappa**2 * loss
 
-    def loss_fn(params, target_params, batch: Transition, weights):
-        out_tm1 = network.apply(params, batch.obs_tm1)
-        out_t_target = network.apply(target_params, batch.obs_t)
-        out_t_selector = network.apply(params, batch.obs_t) if config.double_q else out_t_target
+    def loss_fn(params, target_params, batch: Transition, weights, key):
+        # A noisy network draws independent noise for the online, target and selecting passes.
+        keys = list(jax.random.split(key, 3)) if config.noisy else [None] * 3
+        out_tm1 = forward(params, batch.obs_tm1, keys[0])
+        out_t_target = forward(target_params, batch.obs_t, keys[1])
+        out_t_selector = forward(params, batch.obs_t, keys[2]) if config.double_q else out_t_target
         q_tm1 = q_values(out_tm1)
         if config.distribution != "none":
             per_item = distributional_loss(out_tm1, out_t_target, out_t_selector, batch)
@@ -246,10 +265,9 @@ def make(
         return loss, metrics
 
     def update(state, batch, key):
-        del key
         batch, weights = split_weights(batch)
         grads, metrics = jax.grad(loss_fn, has_aux=True)(
-            state.params, state.target_params, batch, weights
+            state.params, state.target_params, batch, weights, key
         )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

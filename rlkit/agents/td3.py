@@ -7,6 +7,11 @@ Gaussian noise on the target action) and delayed actor and target updates. With
 ``num_critics=1, target_noise=0, policy_delay=1`` it is DDPG (Lillicrap et al., "Continuous
 control with deep reinforcement learning", 2016), which ``rlkit.agents.ddpg`` configures.
 
+``distribution="categorical"`` makes the critic a categorical return distribution on
+``num_atoms`` atoms in [``v_min``, ``v_max``] trained with rlax's projected cross-entropy, and the
+actor ascend its mean: with n-step returns that is D4PG (Barth-Maron et al., "Distributed
+Distributional Deterministic Policy Gradients", 2018), which ``rlkit.agents.d4pg`` configures.
+
 ``update`` learns from a batch of ``Transition`` whose ``discount_t`` already holds
 ``gamma ** n`` (0 at termination, so truncation bootstraps). Exploration adds Gaussian noise
 to the actor's action. All noise scales are fractions of the action range's half-width
@@ -60,9 +65,23 @@ class Config:
     prioritized: bool = False  # proportional prioritized replay (Schaul et al., 2016), |TD error| priorities
     priority_exponent: float = 0.6
     importance_exponent: float = 0.4
+    n_step: int = 1
+    distribution: str = "none"  # "none" (a scalar critic) | "categorical" (D4PG's distributional critic)
+    num_atoms: int = 51
+    v_min: float = -10.0  # the categorical critic's support
+    v_max: float = 10.0
 
     def __post_init__(self):
-        for name in ("num_envs", "num_steps", "updates_per_step", "batch_size", "num_critics", "policy_delay"):
+        if self.distribution not in ("none", "categorical"):
+            raise ValueError(f"distribution: {self.distribution!r} is not one of ['none', 'categorical']")
+        if self.distribution == "categorical":
+            if self.num_critics != 1:
+                raise ValueError(f"num_critics: a categorical critic is one critic, got {self.num_critics}")
+            if self.num_atoms < 2:
+                raise ValueError(f"num_atoms must be >= 2, got {self.num_atoms}")
+            cfg.check_positive("v_max - v_min", self.v_max - self.v_min)
+        for name in ("num_envs", "num_steps", "updates_per_step", "batch_size", "num_critics", "policy_delay",
+                     "n_step"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         cfg.check_divides("num_envs", self.num_envs, "buffer_size", self.buffer_size)
@@ -99,6 +118,7 @@ def experience(config: Config) -> ExperienceSpec:
         buffer_size=config.buffer_size,
         min_size=max(config.learning_starts, config.batch_size),
         updates_per_rollout=config.num_steps * config.updates_per_step,
+        n_step=config.n_step,
         gamma=config.gamma,
         **cfg.priority_settings(config),
     )
@@ -107,12 +127,18 @@ def experience(config: Config) -> ExperienceSpec:
 def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent:
     """Build TD3 (or DDPG) for ``spec`` (continuous actions with finite bounds)."""
     del total_steps  # no schedules
-    name = "td3" if config.num_critics > 1 or config.policy_delay > 1 else "ddpg"
+    name = type(config).__module__.rsplit(".", 1)[-1]  # td3, ddpg, d4pg
     center, half = cfg.continuous_bounds(spec, name)
     action_dim = spec.num_actions
+    categorical = config.distribution == "categorical"
+    atoms = jnp.linspace(config.v_min, config.v_max, config.num_atoms)
+
+    def expected(out):
+        """The critic's value: the mean of its distribution, or the scalar itself."""
+        return jnp.sum(jax.nn.softmax(out) * atoms, axis=-1) if categorical else out
 
     actor = DeterministicActor(action_dim, config.hidden_sizes, config.activation)
-    critic = ContinuousQNetwork(config.hidden_sizes, config.activation)
+    critic = ContinuousQNetwork(config.hidden_sizes, config.activation, config.num_atoms if categorical else 0)
     critics = jax.vmap(critic.apply, in_axes=(0, None, None))  # [num_critics, B]
     optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate))
 
@@ -145,6 +171,8 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
             -config.target_noise_clip, config.target_noise_clip,
         )
         next_action = jnp.clip(next_action + smoothing, -1.0, 1.0)
+        if categorical:
+            return categorical_critic_loss(critic_params, target_params, batch, weights, next_action)
         v_t = jnp.min(critics(target_params["critic"], batch.obs_t, next_action), axis=0)
         q_tm1 = critics(critic_params, batch.obs_tm1, (batch.action_tm1 - center) / half)
         td = jax.vmap(jax.vmap(rlax.td_learning), in_axes=(0, None, None, None))(
@@ -156,9 +184,23 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
             metrics["priorities"] = jax.lax.stop_gradient(jnp.mean(jnp.abs(td), 0)) + 1e-6
         return loss, metrics
 
+    def categorical_critic_loss(critic_params, target_params, batch: Transition, weights, next_action):
+        """D4PG's critic loss: cross-entropy to the target distribution projected onto the atoms."""
+        logits_t = critics(target_params["critic"], batch.obs_t, next_action)[0]
+        logits_tm1 = critics(critic_params, batch.obs_tm1, (batch.action_tm1 - center) / half)[0]
+        per_item = jax.vmap(rlax.categorical_td_learning, in_axes=(None, 0, 0, 0, None, 0))(
+            atoms, logits_tm1, batch.reward_t, batch.discount_t, atoms, logits_t
+        )
+        loss = jnp.mean(per_item if weights is None else weights * per_item)
+        metrics = {"loss": loss, "q_mean": jnp.mean(expected(logits_tm1))}
+        if config.prioritized:
+            metrics["priorities"] = jax.lax.stop_gradient(per_item) + 1e-6
+        return loss, metrics
+
     def actor_loss(actor_params, critic_params, batch: Transition):
         first_critic = jax.tree.map(lambda p: p[0], critic_params)
-        return -jnp.mean(critic.apply(first_critic, batch.obs_tm1, actor.apply(actor_params, batch.obs_tm1)))
+        out = critic.apply(first_critic, batch.obs_tm1, actor.apply(actor_params, batch.obs_tm1))
+        return -jnp.mean(expected(out))
 
     def step(params, grads, opt_state):
         updates, opt_state = optimizer.update(grads, opt_state, params)
