@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -69,6 +69,21 @@ def check_priorities(config: Any) -> None:
 def priority_settings(config: Any) -> dict[str, Any]:
     """The ``ExperienceSpec`` fields of a replay agent's prioritization settings."""
     return {name: getattr(config, name) for name in ("prioritized", "priority_exponent", "importance_exponent")}
+
+
+def check_counts(config: Any, names: Sequence[str]) -> None:
+    """Raise naming the first of ``names`` (integer fields of ``config``) that is below 1."""
+    for name in names:
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+
+
+def check_replay(config: Any) -> None:
+    """A replay agent's sizes: ``num_envs`` divides ``buffer_size``, 0 <= ``learning_starts`` <= ``buffer_size``."""
+    check_divides("num_envs", config.num_envs, "buffer_size", config.buffer_size)
+    check_non_negative("learning_starts", config.learning_starts)
+    if config.learning_starts > config.buffer_size:
+        raise ValueError(f"learning_starts={config.learning_starts} must be <= buffer_size={config.buffer_size}")
 
 
 def check_divides(name: str, divisor: int, total_name: str, total: int) -> None:

@@ -9,6 +9,14 @@ import pytest
 
 FOUR_DEVICES = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
 
+
+def run_on_four_devices(script: str) -> None:
+    """Run ``script`` in a fresh interpreter that sees 4 CPU devices; it fails by raising."""
+    done = subprocess.run([sys.executable, "-c", script], env=FOUR_DEVICES, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    print(done.stdout)
+
 SHARDED_AND_NOT = textwrap.dedent("""
     import jax, numpy as np
     from rlkit import RunConfig, agents, make_env, make_trainer, run_training
@@ -41,10 +49,7 @@ SHARDED_AND_NOT = textwrap.dedent("""
 
 @pytest.mark.once
 def test_runs_split_over_four_devices_train_as_on_one():
-    done = subprocess.run([sys.executable, "-c", SHARDED_AND_NOT], env=FOUR_DEVICES, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    print(done.stdout)
+    run_on_four_devices(SHARDED_AND_NOT)
 
 
 @pytest.mark.once
@@ -111,7 +116,4 @@ DATA_PARALLEL = textwrap.dedent("""
 @pytest.mark.once
 def test_one_run_split_over_four_devices_learns_cartpole():
     """Data parallel: each of 4 devices steps one of PPO's 4 environments; gradients averaged."""
-    done = subprocess.run([sys.executable, "-c", DATA_PARALLEL], env=FOUR_DEVICES, capture_output=True, text=True,
-                          timeout=900)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    print(done.stdout)
+    run_on_four_devices(DATA_PARALLEL)

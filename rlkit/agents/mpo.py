@@ -33,6 +33,7 @@ import optax
 import rlax
 
 from rlkit import config as cfg
+from rlkit.agents import td3
 from rlkit.networks import ContinuousQNetwork, SquashedGaussianActor, activation_fn
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Transition, split_weights
 
@@ -68,14 +69,9 @@ class Config:
     importance_exponent: float = 0.4
 
     def __post_init__(self):
-        for name in ("num_envs", "num_steps", "updates_per_step", "batch_size", "n_step", "num_samples",
-                     "target_update_period"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        cfg.check_divides("num_envs", self.num_envs, "buffer_size", self.buffer_size)
-        cfg.check_non_negative("learning_starts", self.learning_starts)
-        if self.learning_starts > self.buffer_size:
-            raise ValueError(f"learning_starts={self.learning_starts} must be <= buffer_size={self.buffer_size}")
+        cfg.check_counts(self, ("num_envs", "num_steps", "updates_per_step", "batch_size", "n_step", "num_samples",
+                                "target_update_period"))
+        cfg.check_replay(self)
         for name in ("learning_rate", "dual_learning_rate", "epsilon", "epsilon_mean", "epsilon_stddev",
                      "max_grad_norm"):
             cfg.check_positive(name, getattr(self, name))
@@ -92,14 +88,8 @@ class MPOState(NamedTuple):
 
 
 def experience(config: Config) -> ExperienceSpec:
-    """Replay of n-step transitions; ``num_steps * updates_per_step`` updates after each rollout."""
-    return ExperienceSpec(
-        kind="transitions", num_envs=config.num_envs, rollout_length=config.num_steps,
-        batch_size=config.batch_size, buffer_size=config.buffer_size,
-        min_size=max(config.learning_starts, config.batch_size),
-        updates_per_rollout=config.num_steps * config.updates_per_step, n_step=config.n_step, gamma=config.gamma,
-        **cfg.priority_settings(config),
-    )
+    """TD3's replay (the same fields): n-step transitions, ``num_steps * updates_per_step`` updates per rollout."""
+    return td3.experience(config)
 
 
 def gaussian_log_prob(action: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:

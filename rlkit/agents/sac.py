@@ -63,15 +63,8 @@ class Config:
     importance_exponent: float = 0.4
 
     def __post_init__(self):
-        for name in ("num_envs", "num_steps", "updates_per_step", "batch_size", "num_critics"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        cfg.check_divides("num_envs", self.num_envs, "buffer_size", self.buffer_size)
-        cfg.check_non_negative("learning_starts", self.learning_starts)
-        if self.learning_starts > self.buffer_size:
-            raise ValueError(
-                f"learning_starts={self.learning_starts} must be <= buffer_size={self.buffer_size}"
-            )
+        cfg.check_counts(self, ("num_envs", "num_steps", "updates_per_step", "batch_size", "num_critics"))
+        cfg.check_replay(self)
         cfg.check_positive("learning_rate", self.learning_rate)
         cfg.check_unit_interval("gamma", self.gamma)
         cfg.check_unit_interval("tau", self.tau, closed_low=False)

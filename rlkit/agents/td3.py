@@ -80,16 +80,9 @@ class Config:
             if self.num_atoms < 2:
                 raise ValueError(f"num_atoms must be >= 2, got {self.num_atoms}")
             cfg.check_positive("v_max - v_min", self.v_max - self.v_min)
-        for name in ("num_envs", "num_steps", "updates_per_step", "batch_size", "num_critics", "policy_delay",
-                     "n_step"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        cfg.check_divides("num_envs", self.num_envs, "buffer_size", self.buffer_size)
-        cfg.check_non_negative("learning_starts", self.learning_starts)
-        if self.learning_starts > self.buffer_size:
-            raise ValueError(
-                f"learning_starts={self.learning_starts} must be <= buffer_size={self.buffer_size}"
-            )
+        cfg.check_counts(self, ("num_envs", "num_steps", "updates_per_step", "batch_size", "num_critics",
+                                "policy_delay", "n_step"))
+        cfg.check_replay(self)
         cfg.check_positive("learning_rate", self.learning_rate)
         cfg.check_unit_interval("gamma", self.gamma)
         cfg.check_unit_interval("tau", self.tau, closed_low=False)
