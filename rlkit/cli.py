@@ -50,12 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
              "CartPole-v1 shows cart position and pole angle and hides the velocities (a memory task)",
     )
     train.add_argument(
-        "--backend", choices=("device", "reverb"), default="device",
+        "--backend", choices=("device", "reverb", "distributed"), default="device",
         help="device (default): the jitted on-device loop over gymnax environments, seeds vmapped; reverb: the "
              "host loop over a dm_env environment (gym:ID, gymnax:ID, dm_control:DOMAIN-TASK) with an "
              "in-process Reverb replay (transitions, sequences or a queue of rollouts), seeds one after "
-             "another; needs the Reverb world: bash scripts/run.sh reverb python -m rlkit train ... --backend reverb",
+             "another; needs the Reverb world: bash scripts/run.sh reverb python -m rlkit train ... --backend reverb; "
+             "distributed: a Reverb server, a learner and --actors N actor processes on Ray (Reverb world, one seed)",
     )
+    train.add_argument("--actors", type=int, default=2, metavar="N", help="distributed backend: actor processes "
+                       "(default 2)")
+    train.add_argument("--ray-address", default=None, metavar="HOST:PORT", help="distributed backend: join this "
+                       "Ray cluster (default: RAY_ADDRESS, else a private Ray on 127.0.0.1)")
     train.add_argument(
         "--seeds", type=int, default=1,
         help="number of seeds (default 1): vmapped in one compile on the device backend, run one after "
@@ -162,9 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    if getattr(args, "backend", "device") == "reverb" and (args.dataset is not None or args.devices is not None):
+    backend = getattr(args, "backend", "device")
+    if backend != "device" and (args.dataset is not None or args.devices is not None):
         raise ValueError(f"--{'dataset' if args.dataset is not None else 'devices'}: the device backend's option "
-                         "(drop --backend reverb)")
+                         f"(drop --backend {backend})")
+    if backend == "distributed":  # actors and a learner on Ray; imports Reverb and Ray only after checking
+        from rlkit.runs import distributed_runner
+
+        return distributed_runner.train_command(args)
     if getattr(args, "backend", "device") == "reverb":  # the host path; imports Reverb only after checking
         from rlkit.runs import reverb_runner
 

@@ -403,9 +403,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--env", required=True, help="gymnax environment id (--backend reverb: a host id, gym:ID ...)")
     parser.add_argument("--steps", type=lambda text: int(float(text)), default=None,
                         help="environment steps per seed (default 5e5; --backend reverb: per measurement, default 2e4)")
-    parser.add_argument("--backend", choices=("device", "reverb"), default="device",
+    parser.add_argument("--backend", choices=("device", "reverb", "distributed"), default="device",
                         help="reverb: time the host loop through an in-process Reverb server (Reverb world): the "
-                             "actor with the learner paused, the learner alone, both, beside the bare env loop")
+                             "actor with the learner paused, the learner alone, both, beside the bare env loop; "
+                             "distributed: whole distributed runs for each --actors count (scripts/bench_distributed.py)")
+    parser.add_argument("--actors", type=lambda text: [int(s) for s in text.split(",")], default=[1, 2, 4],
+                        help="--backend distributed: comma-separated actor counts (default 1,2,4)")
     parser.add_argument("--updates", type=int, default=1_000, help="--backend reverb: learner updates to time")
     parser.add_argument("--host-envs", type=int, default=1,
                         help="--backend reverb: host environments the actor steps side by side (HostSettings.num_envs)")
@@ -426,7 +429,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if any(len(pair) != 2 for pair in args.sets):
         parser.error("--set expects NAME=VALUE")
     if args.steps is None:
-        args.steps = 20_000 if args.backend == "reverb" else 500_000
+        args.steps = 20_000 if args.backend in ("reverb", "distributed") else 500_000
     return args
 
 
@@ -436,6 +439,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"jax {jax.__version__}: {len(devices)} {jax.default_backend()} device(s), {devices[0].device_kind}")
     if args.backend == "reverb":
         return main_reverb(args)
+    if args.backend == "distributed":
+        sys.path.insert(0, str(Path(__file__).parent))
+        import bench_distributed
+
+        return bench_distributed.main(args.agent, args.env, args.steps, args.actors,
+                                      [f"{name}={value}" for name, value in args.sets], args.json)
     try:  # everything is checked before anything compiles; rlkit's messages say what to change
         module = rlkit.agents.get(args.agent)
         sets = dict(args.sets)

@@ -70,13 +70,14 @@ def test_help_lists_agents_and_envs():
         assert name in out.stdout
 
 
-def test_backend_reverb_outside_the_reverb_world_says_where_to_run_it(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("backend", ["reverb", "distributed"])
+def test_backend_reverb_outside_the_reverb_world_says_where_to_run_it(tmp_path, capsys, monkeypatch, backend):
     import importlib.util
 
     if importlib.util.find_spec("reverb") is not None:  # in the Reverb world: pretend it is missing
         real = importlib.util.find_spec
         monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "reverb" else real(name, *a))
-    code = main(["train", "--agent", "dqn", "--env", "gym:CartPole-v1", "--backend", "reverb", "--steps", "1000",
+    code = main(["train", "--agent", "dqn", "--env", "gym:CartPole-v1", "--backend", backend, "--steps", "1000",
                  "--out", str(tmp_path / "x")])
     assert code == 2
     err = capsys.readouterr().err
@@ -88,4 +89,5 @@ def test_help_explains_the_backends():
     out = subprocess.run([sys.executable, "-m", "rlkit", "train", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
     text = " ".join(out.stdout.split())
-    assert "--backend {device,reverb}" in text and "one after another" in text and "gym:ID" in text
+    assert "--backend {device,reverb,distributed}" in text and "one after another" in text and "gym:ID" in text
+    assert "--actors N" in text and "--ray-address" in text and "on Ray" in text

@@ -21,6 +21,7 @@ def train(out, cache, *extra):
                           capture_output=True, text=True, timeout=300, env=env)
 
 
+@pytest.mark.once  # the same in both worlds: runs in the core world only
 def test_second_run_with_other_seeds_and_floats_loads_every_program_from_the_cache(tmp_path):
     cache = tmp_path / "cache"
     first = train(tmp_path / "first", cache)

@@ -4,10 +4,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from rlkit.networks import orthogonal
 
 
+@pytest.mark.once  # the same in both worlds: runs in the core world only
 def test_orthogonal_draws_what_flax_draws():
     key = jax.random.key(3)
     for shape in [(4, 64), (64, 64), (64, 2), (3, 5, 7)]:

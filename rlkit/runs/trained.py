@@ -23,6 +23,7 @@ import numpy as np
 from rlkit.types import Agent, AgentState
 
 HOST_BACKEND = "reverb"
+HOST_BACKENDS = ("reverb", "distributed")  # runs whose final states act in host environments
 ALL_SEEDS = "all_seeds"  # final_states/all_seeds: a device run's final agent states, leading axis over seeds
 
 
@@ -89,7 +90,7 @@ def load(run_dir: str | Path) -> TrainedRun:
     results = _results(run_dir)
     module = agents.get(results["agent"])
     config = _config(module, results["config"])
-    if results.get("backend", "device") == HOST_BACKEND:
+    if results.get("backend", "device") in HOST_BACKENDS:
         return _load_host(run_dir, results, module, config)
     return _load_device(run_dir, results, module, config)
 

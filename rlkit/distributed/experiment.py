@@ -1,0 +1,135 @@
+"""``rlkit.distributed.run``: a distributed run with the records of every other backend.
+
+::
+
+    from rlkit import distributed, presets
+    from rlkit.agents import dqn
+
+    config = presets.config_for("dqn", "gym:CartPole-v1")
+    result = distributed.run(dqn, config, "gym:CartPole-v1", total_steps=150_000, num_actors=2, out="runs/dqn")
+
+The run directory gets ``run.json``, ``metrics.jsonl`` (one line every ``metrics_every`` steps),
+``results.json`` (the final greedy evaluation), ``final_states/seed_S`` (for ``rlkit eval``, ``render``
+and ``rlkit.load``), the learner's and the replay's checkpoints, and Ray's session files and logs.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from rlkit.distributed.job import DistributedSettings, Job
+
+BACKEND = "distributed"
+OWN_DIRS = ("checkpoints", "replay", "final_states", "ray")
+
+
+def check(agent_module: Any, config: Any, env: str, total_steps: int, settings: DistributedSettings) -> Any:
+    """Everything checked before any process starts; returns the agent's experience spec."""
+    from rlkit.envs import environment_spec, make_host
+
+    spec = agent_module.experience(config)
+    if spec.needs_dataset:
+        raise ValueError(f"agent {agent_module.__name__.rsplit('.', 1)[-1]} learns only from a dataset, on the "
+                         "device backend: rlkit train --dataset D")
+    if spec.kind != "transitions":
+        raise ValueError(f"--backend distributed: agents that learn from transitions (dqn, c51, qrdqn, rainbow, sac, "
+                         f"td3, ddpg, d4pg, mpo) for now; this agent learns from {spec.kind}")
+    try:
+        env_spec = environment_spec(make_host(env, seed=0))
+    except ValueError as error:
+        raise ValueError(f"{error} (--backend distributed runs host environments)") from None
+    agent_module.make(config, env_spec, total_steps)  # the agent fits the environment
+    if spec.min_size >= total_steps:
+        raise ValueError(f"steps={total_steps} ends before learning starts (learning_starts/batch_size need "
+                         f"{spec.min_size} steps)")
+    return spec
+
+
+def run(
+    agent_module: Any,
+    config: Any,
+    env: str,
+    total_steps: int,
+    *,
+    out: str | Path,
+    num_actors: int = 2,
+    seed: int = 0,
+    settings: DistributedSettings | None = None,
+    metrics_every: int | None = None,
+    final_eval_episodes: int = 20,
+    checkpoint_every_steps: int | None = None,
+    ray_address: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    identity_extra: dict | None = None,
+    log: Callable[[str], Any] = print,
+) -> dict[str, Any]:
+    """Train one seed with a replay server, a learner and ``num_actors`` actors on Ray; write the records.
+
+    ``metrics_every`` (default a tenth of the budget): environment steps between metrics lines, each with a
+    greedy evaluation of ``settings.eval_episodes`` episodes. ``checkpoint_every_steps``: the learner and
+    the replay checkpoint at the first metrics line past every multiple (default: never); ``resume``
+    continues the run in ``out`` from its last checkpoint. Returns the driver's result (final state,
+    final returns, steps, updates, timings) with ``run_dir``.
+    """
+    from rlkit import config as cfg
+    from rlkit.distributed import driver
+    from rlkit.runs import records, rundir
+    from rlkit.runs.checkpoint import save_state
+    from rlkit.runs.reverb_runner import MetricsTable
+
+    settings = settings or DistributedSettings(num_actors=num_actors)
+    if metrics_every is None:
+        metrics_every = max(1, total_steps // 10)
+    if metrics_every < 1 or total_steps < 1:
+        raise ValueError(f"total_steps and metrics_every must be >= 1, got {total_steps} and {metrics_every}")
+    check(agent_module, config, env, total_steps, settings)
+    name = agent_module.__name__.rsplit(".", 1)[-1]
+    identity = {
+        "agent": name, "env": env, "config": cfg.to_dict(config), "seeds": [seed], "total_steps": total_steps,
+        "num_chunks": -(-total_steps // metrics_every), "eval_episodes": final_eval_episodes, "backend": BACKEND,
+        "actors": settings.num_actors, "envs_per_actor": settings.envs_per_actor, **(identity_extra or {}),
+    }
+    opened = rundir.open_run_dir(out, identity, resume=resume, overwrite=overwrite, own_dirs=OWN_DIRS)
+    if opened.complete:
+        rundir.print_complete(opened.path)
+        return {"run_dir": opened.path, "complete": True}
+    run_dir = opened.path
+    job = Job(agent_module.__name__, config, env, total_steps, seed, str(run_dir.resolve()), identity, settings,
+              name=f"rlkit-{uuid.uuid4().hex[:8]}")
+    table = MetricsTable(run_dir, 1)
+    started = time.time()
+    last_checkpoint = [0]
+
+    def checkpoint_due(steps: int) -> bool:
+        if checkpoint_every_steps is None or steps // checkpoint_every_steps <= last_checkpoint[0]:
+            return False
+        last_checkpoint[0] = steps // checkpoint_every_steps
+        return True
+
+    if opened.resume:
+        from rlkit.runs.checkpoint import load
+
+        _, metadata = load(run_dir)
+        table.history[0] = list(metadata.get("history", []))
+        last_checkpoint[0] = int(metadata.get("steps", 0)) // (checkpoint_every_steps or 1)
+        table.write()
+    result = driver.run(
+        job, metrics_every=metrics_every, final_eval_episodes=final_eval_episodes, ray_address=ray_address,
+        resume=opened.resume, checkpoint_due=checkpoint_due, on_metrics=lambda line: table.add(0, line), log=log,
+    )
+    save_state(run_dir / rundir.FINAL_STATES_DIR / f"seed_{seed}", result["state"])
+    per_seed = np.asarray([np.mean(result["final_returns"])])
+    rundir.finish_run(
+        run_dir, identity, per_seed, compile_seconds=result["compile_seconds"], run_seconds=result["run_seconds"],
+        eval_seconds=result["eval_seconds"], resumed_from=result["resumed_from"], started=started,
+        versions=records.versions(), metrics_path=table.path,
+        extra={"per_seed": [{"seed": seed, "eval_returns": result["final_returns"].tolist(),
+                             "env_steps": result["env_steps"], "updates": result["updates"]}]},
+    )
+    return {**result, "run_dir": run_dir, "complete": True}

@@ -1,0 +1,156 @@
+"""The learner of a distributed run: samples the replay server, runs the agent's jitted ``update``, publishes
+its parameters to the actors and checkpoints itself with the replay.
+
+It is a threaded Ray actor: ``run`` loops in one thread while the actors call ``parameters`` and the
+driver calls ``metrics``, ``checkpoint`` and ``stop`` in others. Ray never restarts it: a learner that
+dies ends the run (the driver stops every process), and ``--resume`` continues from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlkit.distributed.job import Job, build, replay_directory
+from rlkit.distributed.processes import log
+
+
+class LearnerProcess:
+    """Args: job; resume: start from the newest checkpoint in ``RUN_DIR/checkpoints`` (its metadata is
+    ``restored_metadata()``)."""
+
+    def __init__(self, job: Job, resume: bool = False):
+        import jax
+
+        from rlkit.loops.environment_loop import KEY_IMPL
+        from rlkit.loops.reverb_feeders import REVERB_FEEDERS, HostSettings
+        from rlkit.runs.checkpoint import Checkpointer
+
+        built = build(job)
+        self.job, self.built = job, built
+        # The sampler waits a second at most, so the loop sees ``stop`` soon and retries a restarting server.
+        self.feeder = REVERB_FEEDERS[built.spec.kind](built.spec, HostSettings(timeout_s=1.0, prefetch=False))
+        self._update = self.feeder.learner_update(built.agent)
+        self.state = built.state
+        self.key = jax.random.fold_in(jax.random.key(job.seed, impl=KEY_IMPL), 0)
+        self.updates = 0
+        self.metadata: dict[str, Any] = {}
+        self.keep = job.settings.keep_checkpoints
+        self.checkpointer = Checkpointer(job.run_dir, job.identity, every_steps=None, every_minutes=None,
+                                         keep=self.keep)
+        if resume:
+            restored = self.checkpointer.restore_latest({"agent_state": self.state, "learner_key": self.key})
+            self.state, self.key = restored.run_state["agent_state"], restored.run_state["learner_key"]
+            self.metadata = dict(restored.metadata)
+            self.updates = int(self.metadata.get("updates", 0))
+        self._lock = threading.Lock()
+        self._published = (0, jax.device_get(self.state))
+        self._metrics: list[dict] = []
+        self._stop = threading.Event()
+        self.sampler = None
+        self.client = None
+        log(f"learner started (pid {os.getpid()}){' from a checkpoint' if resume else ''}")
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def restored_metadata(self) -> dict[str, Any]:
+        return self.metadata
+
+    def parameters(self, known_version: int) -> tuple[int, Any]:
+        """``(version, state)`` of the newest published parameters; ``state`` is None if ``known_version``."""
+        version, state = self._published
+        return (version, None) if version == known_version else (version, state)
+
+    def compile(self) -> float:
+        import jax
+
+        start = time.perf_counter()
+        probabilities = np.ones(self.feeder.items_per_batch, np.float32)
+        jax.block_until_ready(self._update(self.state, self.feeder.zero_batch(self.built.example), probabilities,
+                                           self.key))
+        return time.perf_counter() - start
+
+    def run(self, replay_address: str) -> int:
+        """Learn until ``stop``; returns the number of updates."""
+        import jax
+
+        from rlkit.replay import reverb as reverb_replay
+
+        self.client = reverb_replay.reverb.Client(replay_address)
+        self.sampler = self.feeder.sampler(self.client, self.built.example)
+        publish_every = self.job.settings.publish_every
+        waiting_since = None
+        while not self._stop.is_set():
+            try:
+                keys, probabilities, batch = self.sampler.sample()
+            except reverb_replay.ReplayNotReady:
+                continue  # the rate limiter waits for the actors
+            except reverb_replay.ReplayUnavailable as error:
+                if waiting_since is None:
+                    waiting_since = time.monotonic()
+                    log(f"learner: {error}; waiting for the replay server")
+                time.sleep(0.5)
+                continue
+            if waiting_since is not None:
+                log(f"learner: the replay server answers again after {time.monotonic() - waiting_since:.1f} s")
+                waiting_since = None
+            with self._lock:
+                self.state, metrics, priorities, self.key = self._update(
+                    self.state, batch, np.asarray(probabilities, np.float32), self.key)
+                self.updates += 1
+            self._metrics.append(metrics)
+            if priorities is not None and self.feeder.prioritized:
+                try:
+                    self.sampler.update_priorities(keys, self.feeder.item_priorities(np.asarray(priorities)))
+                except reverb_replay.ReplayUnavailable as error:
+                    log(f"learner: priorities not written ({error})")
+            if self.updates % publish_every == 0:
+                self._published = (self.updates, jax.device_get(self.state))
+        return self.updates
+
+    def metrics(self) -> dict[str, float]:
+        """Means of the update metrics since the last call, and the number of updates so far."""
+        import jax
+
+        taken, self._metrics = self._metrics, []
+        out = {"updates": float(self.updates)}
+        if taken:
+            values = jax.device_get(taken)
+            out.update({name: float(np.mean([m[name] for m in values])) for name in values[0]})
+        return out
+
+    def checkpoint(self, chunks_done: int, env_steps: int, progress: dict[str, Any]) -> tuple[str, int, int]:
+        """Checkpoint the replay's tables, then the learner's state with ``progress``; returns the replay
+        checkpoint's name and the table's sizes just before and after it (the actors go on inserting)."""
+        from rlkit.replay import reverb as reverb_replay
+
+        client = self.client or reverb_replay.reverb.Client(progress["replay_address"])
+        before = int(client.server_info(timeout=10)["replay"].current_size)
+        replay_path = Path(client.checkpoint())
+        after = int(client.server_info(timeout=10)["replay"].current_size)
+        with self._lock:
+            run_state = {"agent_state": self.state, "learner_key": self.key}
+            updates = self.updates
+        self.checkpointer.save(chunks_done, run_state, env_steps,
+                               {**progress, "updates": updates, "replay_checkpoint": replay_path.name})
+        saved = sorted(p for p in replay_directory(self.job).iterdir() if p.is_dir())  # names are timestamps
+        for path in saved[:-self.keep]:
+            if path.name != replay_path.name:
+                shutil.rmtree(path, ignore_errors=True)
+        return replay_path.name, before, after
+
+    def final_state(self) -> Any:
+        import jax
+
+        with self._lock:
+            return jax.device_get(self.state)
+
+    def stop(self) -> None:
+        self._stop.set()
