@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--host-envs", type=int, default=1, metavar="N",
         help="reverb backend: host environments stepped side by side, one jitted act call for all (default 1); "
-             "must divide num_envs * num_steps",
+             "must divide num_envs * num_steps; distributed backend: per actor",
     )
     train.add_argument(
         "--transitions-per-item", type=int, default=1, metavar="K",

@@ -55,8 +55,11 @@ class RayCluster:
 
     def start(self) -> dict[str, Any]:
         """``ray.init`` (local, on loopback, or joining ``address``); returns Ray's address info."""
+        if self.local or self.address.split(":")[0] in ("127.0.0.1", "localhost"):
+            # Node address 127.0.0.1, so loopback listeners (and a cluster on loopback is reached there: Ray would
+            # otherwise turn 127.0.0.1 into this machine's outward address).
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         if self.local:
-            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # node address 127.0.0.1: loopback listeners
             os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))  # not written to ~/.ray
         os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
         import ray  # after the variables above: Ray reads some of them when imported

@@ -17,7 +17,9 @@ every process the run started is ended, on success, on error, on Ctrl-C and on S
 
 from __future__ import annotations
 
+import shutil
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -42,42 +44,50 @@ def _terminate(signum, frame):  # SIGTERM ends the run as Ctrl-C does: through t
 
 def start_processes(job: Job, cluster: RayCluster, resume: bool, log: Callable[[str], Any]) -> dict[str, Any]:
     """Start the learner (restoring it with ``resume``), the replay server, the counter, the actors and the
-    evaluator; returns their handles, the replay's address and the learner's restored metadata."""
+    evaluator; returns their handles, the replay's address and the learner's restored metadata.
+
+    Placement: the replay server and the counter on the driver's node (the replay's address and port
+    must survive its restarts), the learner there too unless it asks for an accelerator, the evaluator
+    there when it fits, and the actors spread over the cluster's nodes.
+    """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     settings = job.settings
+    here = ray.get_runtime_context().get_node_id()
+    on_driver_node = NodeAffinitySchedulingStrategy(here, soft=False)
+    near_driver = NodeAffinitySchedulingStrategy(here, soft=True)
     handles: dict[str, Any] = {}
     learner_class = ray.remote(num_cpus=1, num_gpus=settings.learner_gpus, max_restarts=0,
                                max_concurrency=8)(LearnerProcess)
-    handles["learner"] = learner = learner_class.options(name=job.process_name("learner")).remote(job, resume)
+    handles["learner"] = learner = learner_class.options(
+        name=job.process_name("learner"), scheduling_strategy=near_driver if not settings.learner_gpus else None,
+    ).remote(job, resume)
     metadata = ray.get(learner.restored_metadata.remote())
     if resume:  # the replay server loads the newest checkpoint in its directory: the learner's own
         keep = metadata.get("replay_checkpoint")
         replay_dir = Path(job.run_dir) / "replay"
         for path in (replay_dir.iterdir() if replay_dir.is_dir() else []):
             if path.is_dir() and path.name != keep:
-                import shutil
-
                 shutil.rmtree(path, ignore_errors=True)
-    here = ray.get_runtime_context().get_node_id()
     host = LOOPBACK if cluster.local else ray.util.get_node_ip_address()
     port = free_port()
     replay_class = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(ReplayProcess)
-    handles["replay"] = replay = replay_class.options(
-        scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote(job, port)
+    handles["replay"] = replay = replay_class.options(scheduling_strategy=on_driver_node).remote(job, port)
     address = f"{host}:{port}"
     log(f"replay server at {address} (Reverb listens on every interface: it has no bind option), "
         f"{ray.get(replay.size.remote())} items")
     counter_class = ray.remote(num_cpus=0, max_restarts=0)(StepCounter)
-    handles["counter"] = counter_class.options(name=job.process_name("counter")).remote(
-        job.total_steps, int(metadata.get("steps", 0)), int(metadata.get("episodes", 0)))
+    handles["counter"] = counter_class.options(
+        name=job.process_name("counter"), scheduling_strategy=on_driver_node,
+    ).remote(job.total_steps, int(metadata.get("steps", 0)), int(metadata.get("episodes", 0)))
     actor_class = ray.remote(num_cpus=settings.actor_cpus, max_restarts=-1, max_task_retries=-1)(ActorProcess)
     handles["actors"] = [
         actor_class.options(scheduling_strategy="SPREAD").remote(job, i, address)
         for i in range(settings.num_actors)
     ]
-    handles["evaluator"] = ray.remote(num_cpus=0)(EvaluatorProcess).remote(job)
+    evaluator_class = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(EvaluatorProcess)
+    handles["evaluator"] = evaluator_class.options(scheduling_strategy=near_driver).remote(job)
     return {"handles": handles, "address": address, "metadata": metadata}
 
 
@@ -98,11 +108,15 @@ def run(
     every metrics line as it is written.
     """
     cluster = RayCluster(Path(job.run_dir), ray_address, num_cpus=_local_cpus(job.settings))
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    main_thread = threading.current_thread() is threading.main_thread()  # only it may handle signals
+    previous = signal.getsignal(signal.SIGTERM)
     handles: list[Any] = []
     try:
         info = cluster.start()  # before Ray is imported here: it reads the variables start() sets
         import ray
+
+        if main_thread:  # after ray.init, which installs a handler of its own that aborts the driver
+            signal.signal(signal.SIGTERM, _terminate)
 
         log(f"Ray {'joined at ' + str(info.get('address')) if not cluster.local else 'started on 127.0.0.1'}; "
             f"session files and logs under {Path(job.run_dir) / 'ray'}")
@@ -112,6 +126,7 @@ def run(
         pids = {name: ray.get(named[name].pid.remote()) for name in ("learner", "replay", "counter", "evaluator")}
         pids["actors"] = ray.get([a.pid.remote() for a in named["actors"]])
         log(f"processes: {pids}")
+        log(f"actors on nodes: {ray.get([a.node.remote() for a in named['actors']])}")
         return _supervise(job, named, started, pids, metrics_every, final_eval_episodes, checkpoint_due,
                           on_metrics, log)
     except Exception as error:
@@ -121,7 +136,8 @@ def run(
         raise
     finally:
         cluster.stop(handles)
-        signal.signal(signal.SIGTERM, previous)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _process_died(error: Exception) -> bool:
@@ -158,6 +174,8 @@ def _supervise(job, named, started, pids, metrics_every, final_eval_episodes, ch
         if ready:
             ray.get(learner_run)  # raises RayActorError if it died
             raise RunStopped("the learner stopped before the budget was spent")
+        finished, _ = ray.wait(actor_runs, num_returns=len(actor_runs), timeout=0)
+        ray.get(finished)  # an actor that raised (Ray restarts the dead ones and reruns their loop) ends the run
         status = ray.get(counter.take.remote())
         steps = status["steps"]
         returns += status["returns"]

@@ -36,9 +36,9 @@ def check(agent_module: Any, config: Any, env: str, total_steps: int, settings: 
     if spec.needs_dataset:
         raise ValueError(f"agent {agent_module.__name__.rsplit('.', 1)[-1]} learns only from a dataset, on the "
                          "device backend: rlkit train --dataset D")
-    if spec.kind != "transitions":
-        raise ValueError(f"--backend distributed: agents that learn from transitions (dqn, c51, qrdqn, rainbow, sac, "
-                         f"td3, ddpg, d4pg, mpo) for now; this agent learns from {spec.kind}")
+    if spec.kind not in ("transitions", "sequences", "rollout"):
+        raise ValueError(f"--backend distributed: experience kind {spec.kind!r} is not one of transitions, sequences, "
+                         "rollout")
     try:
         env_spec = environment_spec(make_host(env, seed=0))
     except ValueError as error:
@@ -67,6 +67,8 @@ def run(
     resume: bool = False,
     overwrite: bool = False,
     identity_extra: dict | None = None,
+    tensorboard: bool = False,
+    wandb: dict | None = None,
     log: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
     """Train one seed with a replay server, a learner and ``num_actors`` actors on Ray; write the records.
@@ -74,8 +76,10 @@ def run(
     ``metrics_every`` (default a tenth of the budget): environment steps between metrics lines, each with a
     greedy evaluation of ``settings.eval_episodes`` episodes. ``checkpoint_every_steps``: the learner and
     the replay checkpoint at the first metrics line past every multiple (default: never); ``resume``
-    continues the run in ``out`` from its last checkpoint. Returns the driver's result (final state,
-    final returns, steps, updates, timings) with ``run_dir``.
+    continues the run in ``out`` from its last checkpoint. ``tensorboard`` also writes the metrics lines to
+    ``OUT/tensorboard/seed_S``; ``wandb`` (``WandbWriter``'s keyword arguments: project, entity, group, mode)
+    logs them to Weights & Biases. Returns the driver's result (final state, final returns, steps, updates,
+    timings) with ``run_dir``.
     """
     from rlkit import config as cfg
     from rlkit.distributed import driver
@@ -112,24 +116,91 @@ def run(
         last_checkpoint[0] = steps // checkpoint_every_steps
         return True
 
+    resumed_steps = None
     if opened.resume:
         from rlkit.runs.checkpoint import load
 
         _, metadata = load(run_dir)
+        resumed_steps = int(metadata.get("steps", 0))
         table.history[0] = list(metadata.get("history", []))
         last_checkpoint[0] = int(metadata.get("steps", 0)) // (checkpoint_every_steps or 1)
         table.write()
-    result = driver.run(
-        job, metrics_every=metrics_every, final_eval_episodes=final_eval_episodes, ray_address=ray_address,
-        resume=opened.resume, checkpoint_due=checkpoint_due, on_metrics=lambda line: table.add(0, line), log=log,
-    )
-    save_state(run_dir / rundir.FINAL_STATES_DIR / f"seed_{seed}", result["state"])
-    per_seed = np.asarray([np.mean(result["final_returns"])])
-    rundir.finish_run(
-        run_dir, identity, per_seed, compile_seconds=result["compile_seconds"], run_seconds=result["run_seconds"],
-        eval_seconds=result["eval_seconds"], resumed_from=result["resumed_from"], started=started,
-        versions=records.versions(), metrics_path=table.path,
-        extra={"per_seed": [{"seed": seed, "eval_returns": result["final_returns"].tolist(),
-                             "env_steps": result["env_steps"], "updates": result["updates"]}]},
-    )
+    trackers = _trackers(run_dir, identity, seed, tensorboard, wandb, resumed_steps)
+
+    def on_metrics(line: dict) -> None:
+        table.add(0, line)
+        for tracker in trackers:
+            tracker(line)
+
+    succeeded = False
+    try:
+        result = driver.run(
+            job, metrics_every=metrics_every, final_eval_episodes=final_eval_episodes, ray_address=ray_address,
+            resume=opened.resume, checkpoint_due=checkpoint_due, on_metrics=on_metrics, log=log,
+        )
+        save_state(run_dir / rundir.FINAL_STATES_DIR / f"seed_{seed}", result["state"])
+        per_seed = np.asarray([np.mean(result["final_returns"])])
+        rundir.finish_run(
+            run_dir, identity, per_seed, compile_seconds=result["compile_seconds"],
+            run_seconds=result["run_seconds"], eval_seconds=result["eval_seconds"],
+            resumed_from=result["resumed_from"], started=started, versions=records.versions(),
+            metrics_path=table.path,
+            extra={"per_seed": [{"seed": seed, "eval_returns": result["final_returns"].tolist(),
+                                 "env_steps": result["env_steps"], "updates": result["updates"]}]},
+        )
+        for tracker in trackers:
+            getattr(tracker, "finish", lambda *a: None)(per_seed)
+        succeeded = True
+    finally:
+        for tracker in trackers:
+            tracker.close(0 if succeeded else 1)
     return {**result, "run_dir": run_dir, "complete": True}
+
+
+class _Board:
+    """The metrics lines as TensorBoard scalars against environment steps."""
+
+    def __init__(self, run_dir: Path, seed: int, purge_step: int | None):
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            raise ValueError("--tensorboard needs tensorboardX: pip install 'rlkit[tensorboard]'") from None
+        self.writer = SummaryWriter(str(run_dir / "tensorboard" / f"seed_{seed}"), purge_step=purge_step)
+
+    def __call__(self, line: dict) -> None:
+        for name, value in line.items():
+            if np.isfinite(value):
+                self.writer.add_scalar(name, value, int(line["env_steps"]))
+        self.writer.flush()
+
+    def close(self, exit_code: int) -> None:
+        self.writer.close()
+
+
+class _Wandb:
+    def __init__(self, run_dir: Path, identity: dict, seed: int, options: dict):
+        from rlkit.runs.wandb_logger import WandbWriter
+
+        self.seed, self.run_dir = seed, run_dir
+        self.writer = WandbWriter(run_dir, identity, [seed], **options)
+
+    def __call__(self, line: dict) -> None:
+        self.writer.write_seed(self.seed, line)
+
+    def finish(self, per_seed: np.ndarray) -> None:
+        from rlkit.runs.wandb_logger import learning_curves
+
+        self.writer.finish(per_seed, learning_curves(self.run_dir))
+
+    def close(self, exit_code: int) -> None:
+        self.writer.close(exit_code=exit_code)
+
+
+def _trackers(run_dir: Path, identity: dict, seed: int, tensorboard: bool, wandb: dict | None,
+              resumed_steps: int | None) -> list:
+    trackers: list = []
+    if tensorboard:  # a resumed run rewrites what came after its checkpoint
+        trackers.append(_Board(run_dir, seed, purge_step=resumed_steps))
+    if wandb is not None:
+        trackers.append(_Wandb(run_dir, identity, seed, wandb))
+    return trackers

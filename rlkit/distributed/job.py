@@ -82,21 +82,27 @@ def agent_module_named(name: str) -> Any:
     return importlib.import_module(name)
 
 
-def build(job: Job) -> Built:
-    """The agent, its Reverb feeder and the example item, as in ``HostExperiment`` (imports Reverb)."""
+def build_agent(job: Job) -> tuple[Any, Any, Any, Any]:
+    """``(agent_module, env_spec, agent, state)``, the state freshly initialized (seed ``job.seed``); no Reverb."""
     import jax
 
     from rlkit.envs import environment_spec, make_host
     from rlkit.loops.environment_loop import KEY_IMPL
-    from rlkit.loops.reverb_feeders import REVERB_FEEDERS, HostSettings
 
     module = agent_module_named(job.agent)
+    env_spec = environment_spec(make_host(job.env, seed=job.seed))
+    agent = module.make(job.config, env_spec, job.total_steps)
+    return module, env_spec, agent, agent.init(jax.random.key(job.seed, impl=KEY_IMPL))
+
+
+def build(job: Job) -> Built:
+    """The agent, its Reverb feeder and the example item, as in ``HostExperiment`` (imports Reverb)."""
+    from rlkit.loops.reverb_feeders import REVERB_FEEDERS, HostSettings
+
+    module, env_spec, agent, state = build_agent(job)
     spec = module.experience(job.config)
     settings = HostSettings(num_envs=job.settings.envs_per_actor, timeout_s=job.settings.timeout_s, prefetch=False)
     feeder = REVERB_FEEDERS[spec.kind](spec, settings)
-    env_spec = environment_spec(make_host(job.env, seed=job.seed))
-    agent = module.make(job.config, env_spec, job.total_steps)
-    state = agent.init(jax.random.key(job.seed, impl=KEY_IMPL))
     return Built(module, spec, feeder, env_spec, agent, state, feeder.example(agent, state, env_spec))
 
 

@@ -37,6 +37,7 @@ class LearnerProcess:
         # The sampler waits a second at most, so the loop sees ``stop`` soon and retries a restarting server.
         self.feeder = REVERB_FEEDERS[built.spec.kind](built.spec, HostSettings(timeout_s=1.0, prefetch=False))
         self._update = self.feeder.learner_update(built.agent)
+        self.updates_per_batch = built.spec.updates_per_rollout if self.feeder.on_policy else 1
         self.state = built.state
         self.key = jax.random.fold_in(jax.random.key(job.seed, impl=KEY_IMPL), 0)
         self.updates = 0
@@ -101,17 +102,19 @@ class LearnerProcess:
             if waiting_since is not None:
                 log(f"learner: the replay server answers again after {time.monotonic() - waiting_since:.1f} s")
                 waiting_since = None
-            with self._lock:
-                self.state, metrics, priorities, self.key = self._update(
-                    self.state, batch, np.asarray(probabilities, np.float32), self.key)
-                self.updates += 1
-            self._metrics.append(metrics)
+            probabilities = np.asarray(probabilities, np.float32)
+            for _ in range(self.updates_per_batch):  # on-policy agents take several epochs of one batch
+                with self._lock:
+                    self.state, metrics, priorities, self.key = self._update(self.state, batch, probabilities,
+                                                                             self.key)
+                    self.updates += 1
+                self._metrics.append(metrics)
             if priorities is not None and self.feeder.prioritized:
                 try:
                     self.sampler.update_priorities(keys, self.feeder.item_priorities(np.asarray(priorities)))
                 except reverb_replay.ReplayUnavailable as error:
                     log(f"learner: priorities not written ({error})")
-            if self.updates % publish_every == 0:
+            if self.updates - self._published[0] >= publish_every:
                 self._published = (self.updates, jax.device_get(self.state))
         return self.updates
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from rlkit.distributed.job import Job, build, replay_directory
+from rlkit.distributed.job import Job, build, build_agent, replay_directory
 
 
 def log(message: str) -> None:
@@ -131,10 +131,16 @@ class ActorProcess:
         self.version = -1
         self.writer = None
         self.steps = 0
-        log(f"actor {index} {'restarted' if self.incarnation else 'started'} (pid {os.getpid()})")
+        log(f"actor {index} {'restarted' if self.incarnation else 'started'} (pid {os.getpid()}, node "
+            f"{self.node()})")
 
     def pid(self) -> int:
         return os.getpid()
+
+    def node(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
 
     def _connect(self) -> None:
         from rlkit.replay import reverb as reverb_replay
@@ -209,8 +215,8 @@ class EvaluatorProcess:
         from rlkit.loops.environment_loop import Actor
 
         self.job = job
-        built = build(job)
-        self.actor = Actor(built.agent, built.state, deterministic=True)
+        _, _, agent, state = build_agent(job)  # no Reverb: the evaluator only acts
+        self.actor = Actor(agent, state, deterministic=True)
 
     def evaluate(self, state: Any, episodes: int, seed: int) -> list[float]:
         import jax

@@ -31,27 +31,36 @@ def train_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--actors must be >= 1, got {args.actors}")
     if args.chunks < 1 or args.eval_episodes < 1:
         raise ValueError("--chunks and --eval-episodes must be >= 1")
-    for name in ("observe", "tensorboard", "wandb"):
-        if getattr(args, name, None):
-            raise ValueError(f"--{name}: not on the distributed backend (yet)")
-    if getattr(args, "host_envs", 1) != 1 or getattr(args, "transitions_per_item", 1) != 1:
-        raise ValueError("--host-envs and --transitions-per-item: the reverb backend's options")
+    if getattr(args, "observe", None):
+        raise ValueError("--observe: applies to the device backend only (gymnax environments)")
+    if getattr(args, "transitions_per_item", 1) != 1:
+        raise ValueError("--transitions-per-item: the reverb backend's option")
+    if args.host_envs < 1:
+        raise ValueError(f"--host-envs must be >= 1, got {args.host_envs}")
     agent_module = agents.get(args.agent)
     config = cfg.override(presets.config_for(args.agent, args.env), dict(args.overrides))
     import rlax  # noqa: F401  (TensorFlow Probability's JAX substrate loads before TensorFlow)
 
     from rlkit import distributed
 
-    settings = distributed.DistributedSettings(num_actors=args.actors, keep_checkpoints=args.keep_checkpoints)
+    settings = distributed.DistributedSettings(num_actors=args.actors, envs_per_actor=args.host_envs,
+                                               keep_checkpoints=args.keep_checkpoints)
     log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     try:
         result = distributed.run(
             agent_module, config, args.env, args.steps, out=args.out, seed=args.first_seed, settings=settings,
             metrics_every=max(1, args.steps // args.chunks), final_eval_episodes=args.eval_episodes,
             checkpoint_every_steps=args.checkpoint_every_steps, ray_address=args.ray_address, resume=args.resume,
-            overwrite=args.overwrite, log=log,
+            overwrite=args.overwrite, log=log, tensorboard=getattr(args, "tensorboard", False),
+            wandb=None if not getattr(args, "wandb", False) else {
+                "project": args.wandb_project, "entity": args.wandb_entity, "group": args.wandb_group,
+                "mode": args.wandb_mode},
         )
     except distributed.RunStopped as error:
         print(f"rlkit train: {error}", file=sys.stderr, flush=True)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the driver raises it): every process was ended on the way out
+        print("rlkit train: interrupted; every process of the run was stopped (continue from the last checkpoint "
+              "with --resume)", file=sys.stderr, flush=True)
+        return 130
     return 0 if result.get("complete") else 1
