@@ -34,15 +34,21 @@ def measure(agent: str, env: str, steps: int, actors: int, overrides: list[str])
     from rlkit import agents, presets
     from rlkit import config as cfg
 
+    import rlax  # noqa: F401  (before Reverb)
+
+    from rlkit.replay.reverb import default_samples_per_insert
+
     config = cfg.override(presets.config_for(agent, env), dict(item.split("=", 1) for item in overrides))
     spec = agents.get(agent).experience(config)
+    steps_per_item = spec.sequence_period if spec.kind == "sequences" else 1
     seed = results["per_seed"][0]
     seconds = results["run_seconds"]
     return {
         "actors": actors, "env_steps": seed["env_steps"], "updates": seed["updates"], "run_seconds": seconds,
         "steps_per_second": seed["env_steps"] / seconds, "updates_per_second": seed["updates"] / seconds,
-        "samples_per_insert": seed["updates"] * spec.batch_size / seed["env_steps"],
-        "target_samples_per_insert": spec.batch_size * spec.updates_per_rollout / spec.steps_per_iteration,
+        # items sampled per item inserted (the learner's updates times the items of a batch, over the items written)
+        "samples_per_insert": seed["updates"] * spec.batch_size * steps_per_item / seed["env_steps"],
+        "target_samples_per_insert": default_samples_per_insert(spec),
         "final_return": results["final_eval_return"]["mean"], "wall_seconds": wall,
     }
 

@@ -15,6 +15,7 @@ and ``rlkit.load``), the learner's and the replay's checkpoints, and Ray's sessi
 
 from __future__ import annotations
 
+import importlib.util
 import time
 import uuid
 from pathlib import Path
@@ -63,19 +64,22 @@ def run(
     metrics_every: int | None = None,
     final_eval_episodes: int = 20,
     checkpoint_every_steps: int | None = None,
+    checkpoint_every_minutes: float | None = None,
     ray_address: str | None = None,
     resume: bool = False,
     overwrite: bool = False,
     identity_extra: dict | None = None,
     tensorboard: bool = False,
     wandb: dict | None = None,
+    quiet: bool = False,
     log: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
     """Train one seed with a replay server, a learner and ``num_actors`` actors on Ray; write the records.
 
     ``metrics_every`` (default a tenth of the budget): environment steps between metrics lines, each with a
-    greedy evaluation of ``settings.eval_episodes`` episodes. ``checkpoint_every_steps``: the learner and
-    the replay checkpoint at the first metrics line past every multiple (default: never); ``resume``
+    greedy evaluation of ``settings.eval_episodes`` episodes. ``checkpoint_every_steps`` and
+    ``checkpoint_every_minutes``: the learner and the replay checkpoint at the first metrics line past
+    every multiple of either (default: neither, so no checkpoints); ``resume``
     continues the run in ``out`` from its last checkpoint. ``tensorboard`` also writes the metrics lines to
     ``OUT/tensorboard/seed_S``; ``wandb`` (``WandbWriter``'s keyword arguments: project, entity, group, mode)
     logs them to Weights & Biases. Returns the driver's result (final state, final returns, steps, updates,
@@ -83,15 +87,25 @@ def run(
     """
     from rlkit import config as cfg
     from rlkit.distributed import driver
-    from rlkit.runs import records, rundir
+    from rlkit.runs import rundir
     from rlkit.runs.checkpoint import save_state
     from rlkit.runs.reverb_runner import MetricsTable
 
-    settings = settings or DistributedSettings(num_actors=num_actors)
+    if settings is None:
+        settings = DistributedSettings(num_actors=num_actors)
+    elif num_actors not in (2, settings.num_actors):  # 2: the default, left as it is
+        raise ValueError(f"num_actors={num_actors} and settings.num_actors={settings.num_actors}: give one of them")
     if metrics_every is None:
         metrics_every = max(1, total_steps // 10)
     if metrics_every < 1 or total_steps < 1:
         raise ValueError(f"total_steps and metrics_every must be >= 1, got {total_steps} and {metrics_every}")
+    for option, value in (("checkpoint_every_steps", checkpoint_every_steps),
+                          ("checkpoint_every_minutes", checkpoint_every_minutes)):
+        if value is not None and value <= 0:
+            raise ValueError(f"{option} must be > 0, got {value}")
+    for wanted, module, extra in ((tensorboard, "tensorboardX", "tensorboard"), (wandb is not None, "wandb", "wandb")):
+        if wanted and importlib.util.find_spec(module) is None:
+            raise ValueError(f"--{extra} needs {module}: pip install 'rlkit[{extra}]'")
     check(agent_module, config, env, total_steps, settings)
     name = agent_module.__name__.rsplit(".", 1)[-1]
     identity = {
@@ -108,13 +122,16 @@ def run(
               name=f"rlkit-{uuid.uuid4().hex[:8]}")
     table = MetricsTable(run_dir, 1)
     started = time.time()
-    last_checkpoint = [0]
+    last_checkpoint = {"multiple": 0, "time": time.monotonic()}
 
     def checkpoint_due(steps: int) -> bool:
-        if checkpoint_every_steps is None or steps // checkpoint_every_steps <= last_checkpoint[0]:
-            return False
-        last_checkpoint[0] = steps // checkpoint_every_steps
-        return True
+        by_steps = checkpoint_every_steps is not None and steps // checkpoint_every_steps > last_checkpoint["multiple"]
+        by_time = (checkpoint_every_minutes is not None
+                   and time.monotonic() - last_checkpoint["time"] >= 60 * checkpoint_every_minutes)
+        if by_steps or by_time:
+            last_checkpoint["multiple"] = steps // (checkpoint_every_steps or 1)
+            last_checkpoint["time"] = time.monotonic()
+        return by_steps or by_time
 
     resumed_steps = None
     if opened.resume:
@@ -123,7 +140,7 @@ def run(
         _, metadata = load(run_dir)
         resumed_steps = int(metadata.get("steps", 0))
         table.history[0] = list(metadata.get("history", []))
-        last_checkpoint[0] = int(metadata.get("steps", 0)) // (checkpoint_every_steps or 1)
+        last_checkpoint["multiple"] = resumed_steps // (checkpoint_every_steps or 1)
         table.write()
     trackers = _trackers(run_dir, identity, seed, tensorboard, wandb, resumed_steps)
 
@@ -134,16 +151,16 @@ def run(
 
     succeeded = False
     try:
-        result = driver.run(
+        result = driver.run_job(
             job, metrics_every=metrics_every, final_eval_episodes=final_eval_episodes, ray_address=ray_address,
-            resume=opened.resume, checkpoint_due=checkpoint_due, on_metrics=on_metrics, log=log,
+            resume=opened.resume, checkpoint_due=checkpoint_due, on_metrics=on_metrics, quiet=quiet, log=log,
         )
         save_state(run_dir / rundir.FINAL_STATES_DIR / f"seed_{seed}", result["state"])
         per_seed = np.asarray([np.mean(result["final_returns"])])
         rundir.finish_run(
             run_dir, identity, per_seed, compile_seconds=result["compile_seconds"],
             run_seconds=result["run_seconds"], eval_seconds=result["eval_seconds"],
-            resumed_from=result["resumed_from"], started=started, versions=records.versions(),
+            resumed_from=result["resumed_from"], started=started, versions=_versions(),
             metrics_path=table.path,
             extra={"per_seed": [{"seed": seed, "eval_returns": result["final_returns"].tolist(),
                                  "env_steps": result["env_steps"], "updates": result["updates"]}]},
@@ -157,15 +174,23 @@ def run(
     return {**result, "run_dir": run_dir, "complete": True}
 
 
+def _versions() -> dict[str, str]:
+    import importlib.metadata
+
+    from rlkit.runs.reverb_runner import _versions as reverb_versions
+
+    out = reverb_versions()
+    out["ray"] = importlib.metadata.version("ray")
+    return out
+
+
 class _Board:
     """The metrics lines as TensorBoard scalars against environment steps."""
 
     def __init__(self, run_dir: Path, seed: int, purge_step: int | None):
-        try:
-            from tensorboardX import SummaryWriter
-        except ImportError:
-            raise ValueError("--tensorboard needs tensorboardX: pip install 'rlkit[tensorboard]'") from None
-        self.writer = SummaryWriter(str(run_dir / "tensorboard" / f"seed_{seed}"), purge_step=purge_step)
+        from rlkit.runs.reverb_runner import _board
+
+        self.writer = _board(run_dir, seed, purge_step)
 
     def __call__(self, line: dict) -> None:
         for name, value in line.items():
@@ -200,7 +225,7 @@ def _trackers(run_dir: Path, identity: dict, seed: int, tensorboard: bool, wandb
               resumed_steps: int | None) -> list:
     trackers: list = []
     if tensorboard:  # a resumed run rewrites what came after its checkpoint
-        trackers.append(_Board(run_dir, seed, purge_step=resumed_steps))
+        trackers.append(_Board(run_dir, seed, purge_step=None if resumed_steps is None else resumed_steps + 1))
     if wandb is not None:
         trackers.append(_Wandb(run_dir, identity, seed, wandb))
     return trackers

@@ -24,9 +24,13 @@ class DistributedSettings:
         reports to the step counter).
       publish_every: learner updates between the parameters it publishes.
       eval_episodes: greedy episodes the evaluator plays at every metrics point.
-      timeout_s: how long a sample or a flush waits for the replay server before retrying.
+      timeout_s: how long an actor's flush waits for the replay server (or its rate limiter) before the
+        actor replaces its writer, and how long a learner's sample waits before it tries again.
+      stall_seconds: a run whose step count does not move for this long is stopped, saying so.
       actor_cpus: CPUs Ray reserves for each actor process (fractions share a core).
-      learner_gpus: accelerators Ray reserves for the learner (0 on a machine without one).
+      learner_gpus: accelerators Ray reserves for the learner; default one when the cluster has any, else 0
+        (JAX in the Reverb world is a CPU build: the learner computes on an accelerator only where that
+        world has JAX's CUDA plugin installed).
       keep_checkpoints: the learner's and the replay's checkpoints kept (the newest).
     """
 
@@ -35,9 +39,10 @@ class DistributedSettings:
     refresh_every: int = 100
     publish_every: int = 10
     eval_episodes: int = 5
-    timeout_s: float = 5.0
+    timeout_s: float = 60.0
+    stall_seconds: float = 600.0
     actor_cpus: float = 0.5
-    learner_gpus: float = 0.0
+    learner_gpus: float | None = None
     keep_checkpoints: int = 2
 
     def __post_init__(self):
@@ -46,8 +51,9 @@ class DistributedSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"DistributedSettings.{name} must be an integer >= 1, got {value!r}")
-        if self.timeout_s <= 0 or self.actor_cpus < 0 or self.learner_gpus < 0:
-            raise ValueError("DistributedSettings: timeout_s must be > 0, actor_cpus and learner_gpus >= 0")
+        if self.timeout_s <= 0 or self.stall_seconds <= 0 or self.actor_cpus < 0 or (self.learner_gpus or 0) < 0:
+            raise ValueError("DistributedSettings: timeout_s and stall_seconds must be > 0, actor_cpus and "
+                             "learner_gpus >= 0")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """The learner of a distributed run: samples the replay server, runs the agent's jitted ``update``, publishes
-its parameters to the actors and checkpoints itself with the replay.
+its state to the actors and checkpoints itself with the replay.
 
-It is a threaded Ray actor: ``run`` loops in one thread while the actors call ``parameters`` and the
-driver calls ``metrics``, ``checkpoint`` and ``stop`` in others. Ray never restarts it: a learner that
-dies ends the run (the driver stops every process), and ``--resume`` continues from the last checkpoint.
+It is a threaded Ray actor: ``run`` loops in one thread while the actors call ``published_state`` and the
+driver calls ``metrics``, ``checkpoint``, ``stop`` and ``final_state`` in others; the agent state, the
+update count and the metric sums change under one lock. Ray never restarts it: a learner that dies ends
+the run (the driver stops every process), and ``--resume`` continues from the last checkpoint.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import numpy as np
 from rlkit.distributed.job import Job, build, replay_directory
 from rlkit.distributed.processes import log
 
+FOLD_EVERY = 256  # updates whose metrics are kept as arrays before they are summed on the host
+
 
 class LearnerProcess:
     """Args: job; resume: start from the newest checkpoint in ``RUN_DIR/checkpoints`` (its metadata is
@@ -34,13 +37,16 @@ class LearnerProcess:
 
         built = build(job)
         self.job, self.built = job, built
-        # The sampler waits a second at most, so the loop sees ``stop`` soon and retries a restarting server.
-        self.feeder = REVERB_FEEDERS[built.spec.kind](built.spec, HostSettings(timeout_s=1.0, prefetch=False))
+        # A sample waits timeout_s at most, so a learner waiting for the actors retries rarely (each retry leaves a
+        # Reverb sampler behind); stopping does not wait for it (the driver takes final_state meanwhile).
+        self.feeder = REVERB_FEEDERS[built.spec.kind](built.spec, HostSettings(timeout_s=job.settings.timeout_s,
+                                                                               prefetch=False))
         self._update = self.feeder.learner_update(built.agent)
         self.updates_per_batch = built.spec.updates_per_rollout if self.feeder.on_policy else 1
         self.state = built.state
         self.key = jax.random.fold_in(jax.random.key(job.seed, impl=KEY_IMPL), 0)
         self.updates = 0
+        self.insert_priority = 1.0  # new items' priority: the largest the learner wrote (prioritized replay)
         self.metadata: dict[str, Any] = {}
         self.keep = job.settings.keep_checkpoints
         self.checkpointer = Checkpointer(job.run_dir, job.identity, every_steps=None, every_minutes=None,
@@ -50,11 +56,14 @@ class LearnerProcess:
             self.state, self.key = restored.run_state["agent_state"], restored.run_state["learner_key"]
             self.metadata = dict(restored.metadata)
             self.updates = int(self.metadata.get("updates", 0))
+            self.insert_priority = float(self.metadata.get("insert_priority", 1.0))
         self._lock = threading.Lock()
-        self._published = (0, jax.device_get(self.state))
-        self._metrics: list[dict] = []
+        self._published: tuple[int, Any] = (-1, None)  # (version, object ref to the agent state)
+        self._publish()
+        self._pending: list[dict] = []  # the metrics of the last updates, still arrays
+        self._sums: dict[str, float] = {}
+        self._count = 0
         self._stop = threading.Event()
-        self.sampler = None
         self.client = None
         log(f"learner started (pid {os.getpid()}){' from a checkpoint' if resume else ''}")
 
@@ -64,10 +73,20 @@ class LearnerProcess:
     def restored_metadata(self) -> dict[str, Any]:
         return self.metadata
 
-    def parameters(self, known_version: int) -> tuple[int, Any]:
-        """``(version, state)`` of the newest published parameters; ``state`` is None if ``known_version``."""
-        version, state = self._published
-        return (version, None) if version == known_version else (version, state)
+    def _publish(self) -> None:
+        """Put the agent state in Ray's object store once per version; actors and the evaluator fetch it."""
+        import jax
+        import ray
+
+        with self._lock:
+            version, state = self.updates, self.state
+        self._published = (version, ray.put(jax.device_get(state)))
+
+    def published_state(self, known_version: int) -> tuple[int, Any, float]:
+        """``(version, ref, insert_priority)``: the newest published state's version, an object ref to it (None
+        when it is ``known_version``), and the priority new items should get (prioritized replay)."""
+        version, ref = self._published
+        return version, (None if version == known_version else ref), self.insert_priority
 
     def compile(self) -> float:
         import jax
@@ -80,17 +99,15 @@ class LearnerProcess:
 
     def run(self, replay_address: str) -> int:
         """Learn until ``stop``; returns the number of updates."""
-        import jax
-
         from rlkit.replay import reverb as reverb_replay
 
         self.client = reverb_replay.reverb.Client(replay_address)
-        self.sampler = self.feeder.sampler(self.client, self.built.example)
+        sampler = self.feeder.sampler(self.client, self.built.example)
         publish_every = self.job.settings.publish_every
         waiting_since = None
         while not self._stop.is_set():
             try:
-                keys, probabilities, batch = self.sampler.sample()
+                keys, probabilities, batch = sampler.sample()
             except reverb_replay.ReplayNotReady:
                 continue  # the rate limiter waits for the actors
             except reverb_replay.ReplayUnavailable as error:
@@ -108,28 +125,40 @@ class LearnerProcess:
                     self.state, metrics, priorities, self.key = self._update(self.state, batch, probabilities,
                                                                              self.key)
                     self.updates += 1
-                self._metrics.append(metrics)
+                    self._pending.append(metrics)
+                    if len(self._pending) >= FOLD_EVERY:
+                        self._fold()
             if priorities is not None and self.feeder.prioritized:
+                per_item = self.feeder.item_priorities(np.asarray(priorities))
                 try:
-                    self.sampler.update_priorities(keys, self.feeder.item_priorities(np.asarray(priorities)))
+                    sampler.update_priorities(keys, per_item)
+                    self.insert_priority = max(self.insert_priority, float(per_item.max()))
                 except reverb_replay.ReplayUnavailable as error:
                     log(f"learner: priorities not written ({error})")
             if self.updates - self._published[0] >= publish_every:
-                self._published = (self.updates, jax.device_get(self.state))
+                self._publish()
         return self.updates
+
+    def _fold(self) -> None:
+        """Sum the pending metrics on the host (under the lock)."""
+        import jax
+
+        for metrics in jax.device_get(self._pending):
+            for name, value in metrics.items():
+                self._sums[name] = self._sums.get(name, 0.0) + float(value)
+        self._count += len(self._pending)
+        self._pending = []
 
     def metrics(self) -> dict[str, float]:
         """Means of the update metrics since the last call, and the number of updates so far."""
-        import jax
-
-        taken, self._metrics = self._metrics, []
-        out = {"updates": float(self.updates)}
-        if taken:
-            values = jax.device_get(taken)
-            out.update({name: float(np.mean([m[name] for m in values])) for name in values[0]})
+        with self._lock:
+            self._fold()
+            sums, count, self._sums, self._count = self._sums, self._count, {}, 0
+            out = {"updates": float(self.updates)}
+        out.update({name: total / count for name, total in sums.items()} if count else {})
         return out
 
-    def checkpoint(self, chunks_done: int, env_steps: int, progress: dict[str, Any]) -> tuple[str, int, int]:
+    def checkpoint(self, lines_written: int, env_steps: int, progress: dict[str, Any]) -> tuple[str, int, int]:
         """Checkpoint the replay's tables, then the learner's state with ``progress``; returns the replay
         checkpoint's name and the table's sizes just before and after it (the actors go on inserting)."""
         from rlkit.replay import reverb as reverb_replay
@@ -141,19 +170,22 @@ class LearnerProcess:
         with self._lock:
             run_state = {"agent_state": self.state, "learner_key": self.key}
             updates = self.updates
-        self.checkpointer.save(chunks_done, run_state, env_steps,
-                               {**progress, "updates": updates, "replay_checkpoint": replay_path.name})
+        self.checkpointer.save(lines_written, run_state, env_steps, {
+            **progress, "updates": updates, "replay_checkpoint": replay_path.name,
+            "insert_priority": self.insert_priority,
+        })
         saved = sorted(p for p in replay_directory(self.job).iterdir() if p.is_dir())  # names are timestamps
         for path in saved[:-self.keep]:
             if path.name != replay_path.name:
                 shutil.rmtree(path, ignore_errors=True)
         return replay_path.name, before, after
 
-    def final_state(self) -> Any:
+    def final_state(self) -> tuple[Any, int]:
+        """The agent state (numpy) and the number of updates."""
         import jax
 
         with self._lock:
-            return jax.device_get(self.state)
+            return jax.device_get(self.state), self.updates
 
     def stop(self) -> None:
         self._stop.set()

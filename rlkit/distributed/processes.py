@@ -96,21 +96,20 @@ class StepCounter:
         return os.getpid()
 
 
-class BudgetSpent(Exception):
-    """Raised inside an actor's environment loop when the run's step budget is spent."""
-
-
 class ActorProcess:
     """One actor: ``envs_per_actor`` host environments, a Reverb writer and the learner's parameters.
 
     ``run()`` acts until the counter reports the budget spent; every ``refresh_every`` steps it reports
-    its steps and finished episodes and takes the learner's newest parameters. A writer whose server
-    stopped answering (a restarting replay server) is abandoned, never closed, and replaced by a new one
-    once the server is back; the steps of the episodes under way are dropped. Ray restarts a dead actor,
-    which starts new episodes with the newest parameters.
+    its steps and finished episodes and takes the learner's newest state (and, for prioritized replay, the
+    priority of new items). A flush waits ``timeout_s`` for the server (a restarting replay server, or its
+    rate limiter holding inserts back while the learner is busy); after that the writer is abandoned,
+    never closed, and replaced by a new one once the server answers, and the steps of the episodes under
+    way are dropped. Ray restarts a dead actor, which plays new episodes with the newest state.
+    ``start_steps``: the run's steps when this actor was created (a resumed run's actors play other
+    episodes than the first run's).
     """
 
-    def __init__(self, job: Job, index: int, replay_address: str):
+    def __init__(self, job: Job, index: int, replay_address: str, start_steps: int = 0):
         import jax
         import ray
 
@@ -123,15 +122,19 @@ class ActorProcess:
         self.learner = ray.get_actor(job.process_name("learner"))
         self.counter = ray.get_actor(job.process_name("counter"))
         self.replay_address = replay_address
-        self.incarnation = 1 if restarted() else 0
-        seed = job.seed + 1000 * (index + 1) + 7919 * self.incarnation  # new episodes after a restart
+        self.restarted = restarted()
+        # Seeded from the run, the actor and the steps done; a restart (not reproducible anyway) draws afresh.
+        seed = (job.seed + 1000 * (index + 1) + 7919 * start_steps) % (2**31 - 1)
+        if self.restarted:
+            seed = int.from_bytes(os.urandom(4), "little") % (2**31 - 1)
         self.envs = [make_host(job.env, seed=seed + i) for i in range(job.settings.envs_per_actor)]
-        key = jax.random.fold_in(jax.random.key(job.seed, impl=KEY_IMPL), 1 + index + 97 * self.incarnation)
+        key = jax.random.fold_in(jax.random.key(job.seed, impl=KEY_IMPL), seed)
         self.actor = Actor(built.agent, built.state, key=key)
         self.version = -1
+        self.insert_priority = 1.0
         self.writer = None
         self.steps = 0
-        log(f"actor {index} {'restarted' if self.incarnation else 'started'} (pid {os.getpid()}, node "
+        log(f"actor {index} {'restarted' if self.restarted else 'started'} (pid {os.getpid()}, node "
             f"{self.node()})")
 
     def pid(self) -> int:
@@ -145,17 +148,20 @@ class ActorProcess:
     def _connect(self) -> None:
         from rlkit.replay import reverb as reverb_replay
 
-        client = reverb_replay.reverb.Client(self.replay_address)  # blocks until the server answers
-        self.writer = self.built.feeder.writer(client, self.built.example)
+        client = reverb_replay.reverb.Client(self.replay_address)
+        self.writer = self.built.feeder.writer(client, self.built.example)  # waits until the server answers
+        self.writer.priority = self.insert_priority
 
     def _refresh(self) -> None:
         import jax
         import ray
 
-        version, state = ray.get(self.learner.parameters.remote(self.version))
-        if state is not None:
+        version, ref, self.insert_priority = ray.get(self.learner.published_state.remote(self.version))
+        if self.writer is not None:
+            self.writer.priority = self.insert_priority
+        if ref is not None:
             self.version = version
-            self.actor.update_state(jax.device_put(state))
+            self.actor.update_state(jax.device_put(ray.get(ref)))
 
     def run(self) -> int:
         """Act until the budget is spent; returns this actor's environment steps."""
@@ -225,7 +231,11 @@ class EvaluatorProcess:
         from rlkit.loops.environment_loop import evaluate_actor
 
         self.actor.update_state(jax.device_put(state))
-        returns = evaluate_actor(self.actor, make_host(self.job.env, seed=seed), episodes, seed)
+        env = make_host(self.job.env, seed=seed)
+        try:
+            returns = evaluate_actor(self.actor, env, episodes, seed)
+        finally:
+            env.close()
         return [float(r) for r in returns]
 
     def pid(self) -> int:

@@ -22,6 +22,7 @@ WORLD_HINT = (
 def train_command(args: argparse.Namespace) -> int:
     from rlkit import agents, presets
     from rlkit import config as cfg
+    from rlkit.runs import rundir
 
     if any(importlib.util.find_spec(name) is None for name in ("reverb", "tensorflow", "ray")):
         raise ValueError(WORLD_HINT)
@@ -37,6 +38,7 @@ def train_command(args: argparse.Namespace) -> int:
         raise ValueError("--transitions-per-item: the reverb backend's option")
     if args.host_envs < 1:
         raise ValueError(f"--host-envs must be >= 1, got {args.host_envs}")
+    rundir.check_run_options(args)
     agent_module = agents.get(args.agent)
     config = cfg.override(presets.config_for(args.agent, args.env), dict(args.overrides))
     import rlax  # noqa: F401  (TensorFlow Probability's JAX substrate loads before TensorFlow)
@@ -50,8 +52,8 @@ def train_command(args: argparse.Namespace) -> int:
         result = distributed.run(
             agent_module, config, args.env, args.steps, out=args.out, seed=args.first_seed, settings=settings,
             metrics_every=max(1, args.steps // args.chunks), final_eval_episodes=args.eval_episodes,
-            checkpoint_every_steps=args.checkpoint_every_steps, ray_address=args.ray_address, resume=args.resume,
-            overwrite=args.overwrite, log=log, tensorboard=getattr(args, "tensorboard", False),
+            checkpoint_every_steps=args.checkpoint_every_steps, checkpoint_every_minutes=args.checkpoint_every_minutes,
+            ray_address=args.ray_address, resume=args.resume, overwrite=args.overwrite, log=log, quiet=args.quiet, tensorboard=getattr(args, "tensorboard", False),
             wandb=None if not getattr(args, "wandb", False) else {
                 "project": args.wandb_project, "entity": args.wandb_entity, "group": args.wandb_group,
                 "mode": args.wandb_mode},

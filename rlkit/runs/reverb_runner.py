@@ -314,7 +314,7 @@ def _train_seeds(
             run["compile_seconds"] += compile_seconds
             progress.note(f"seed {seed}: compiled in {compile_seconds:.1f} s; training")
             if args.tensorboard:
-                boards[seed] = _board(run_dir, seed, experiment.env_steps if resuming else None)
+                boards[seed] = _board(run_dir, seed, experiment.env_steps + 1 if resuming else None)  # keeps the checkpoint's point
             for chunk in range(run["seed_chunks"], num_chunks):
                 start = time.perf_counter()
                 metrics = experiment.train(steps_per_chunk)

@@ -13,22 +13,6 @@ import pytest
 pytestmark = [pytest.mark.reverb, pytest.mark.learning]
 
 
-def test_dqn_through_reverb_solves_gym_cartpole(reverb_module):
-    from rlkit import presets
-    from rlkit.agents import dqn
-    from rlkit.loops.reverb_experiment import train_with_reverb
-
-    # gymnasium's CartPole-v1 behind GymWrapper; the preset tuned for the host path. Training stops at
-    # the first evaluation (5 greedy episodes, every 2,500 steps) averaging >= 495, at 100k steps at most.
-    config = presets.config_for("dqn", "gym:CartPole-v1")
-    result = train_with_reverb(
-        dqn, config, "gym:CartPole-v1", total_steps=100_000, seed=0, eval_every=2_500, eval_episodes=5,
-        stop_at_return=495, final_eval_episodes=20,
-    )
-    assert result["env_steps"] <= 100_000
-    assert result["final_return"] >= 450, (result["final_returns"], result["evaluations"])
-
-
 def test_dqn_learns_with_a_batched_actor_and_packed_items(reverb_module):
     from rlkit import presets
     from rlkit.agents import dqn
