@@ -31,11 +31,10 @@ def measure(agent: str, env: str, steps: int, actors: int, overrides: list[str])
         if done.returncode != 0:
             raise SystemExit(f"bench: the run with {actors} actor(s) failed:\n{done.stderr[-3000:]}")
         results = json.loads((out / "results.json").read_text())
-    from rlkit import agents, presets
-    from rlkit import config as cfg
-
     import rlax  # noqa: F401  (before Reverb)
 
+    from rlkit import agents, presets
+    from rlkit import config as cfg
     from rlkit.replay.reverb import default_samples_per_insert
 
     config = cfg.override(presets.config_for(agent, env), dict(item.split("=", 1) for item in overrides))

@@ -247,8 +247,8 @@ def _supervise(job, named, started, pids, metrics_every, final_eval_episodes, ch
         if steps < min(next_line, job.total_steps):
             continue
         version, state, _ = ray.get(learner.published_state.remote(-1), timeout=CALL_TIMEOUT_S)
-        greedy = ray.get(evaluator.evaluate.remote(state, job.settings.eval_episodes,  # Ray passes the state itself
-                                                   EVAL_SEED + 1000 * lines_written), timeout=CALL_TIMEOUT_S)
+        greedy = ray.get(evaluator.evaluate.remote(state, job.settings.eval_episodes, EVAL_SEED + 1000 * lines_written),
+                         timeout=CALL_TIMEOUT_S)
         now = time.perf_counter()
         line = {
             "env_steps": float(steps), "episodes": float(len(returns)), "total_episodes": float(status["episodes"]),

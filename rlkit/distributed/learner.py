@@ -58,7 +58,8 @@ class LearnerProcess:
             self.updates = int(self.metadata.get("updates", 0))
             self.insert_priority = float(self.metadata.get("insert_priority", 1.0))
         self._lock = threading.Lock()
-        self._published: tuple[int, Any] = (-1, None)  # (version, object ref to the agent state)
+        self._published: tuple[int, Any] = (-1, None)  # (version, the agent state of that version)
+        self._published_host = None  # its numpy copy, once asked for
         self._publish()
         self._pending: list[dict] = []  # the metrics of the last updates, still arrays
         self._sums: dict[str, float] = {}
@@ -74,19 +75,28 @@ class LearnerProcess:
         return self.metadata
 
     def _publish(self) -> None:
-        """Put the agent state in Ray's object store once per version; actors and the evaluator fetch it."""
-        import jax
-        import ray
-
+        """Make the current agent state the published one (its arrays are immutable: no copy is made here)."""
         with self._lock:
-            version, state = self.updates, self.state
-        self._published = (version, ray.put(jax.device_get(state)))
+            self._published = (self.updates, self.state)
+            self._published_host = None
 
     def published_state(self, known_version: int) -> tuple[int, Any, float]:
-        """``(version, ref, insert_priority)``: the newest published state's version, an object ref to it (None
-        when it is ``known_version``), and the priority new items should get (prioritized replay)."""
-        version, ref = self._published
-        return version, (None if version == known_version else ref), self.insert_priority
+        """``(version, state, insert_priority)``: the newest published state's version, the state itself as
+        numpy arrays (None when it is ``known_version``), and the priority new items should get (prioritized
+        replay). Copied to the host once per version, when first asked for."""
+        import jax
+
+        with self._lock:
+            version, state = self._published
+            host = self._published_host
+        if version == known_version:
+            return version, None, self.insert_priority
+        if host is None:
+            host = jax.device_get(state)
+            with self._lock:
+                if self._published[0] == version:
+                    self._published_host = host
+        return version, host, self.insert_priority
 
     def compile(self) -> float:
         import jax

@@ -156,12 +156,12 @@ class ActorProcess:
         import jax
         import ray
 
-        version, ref, self.insert_priority = ray.get(self.learner.published_state.remote(self.version))
+        version, state, self.insert_priority = ray.get(self.learner.published_state.remote(self.version))
         if self.writer is not None:
             self.writer.priority = self.insert_priority
-        if ref is not None:
+        if state is not None:
             self.version = version
-            self.actor.update_state(jax.device_put(ray.get(ref)))
+            self.actor.update_state(jax.device_put(state))
 
     def run(self) -> int:
         """Act until the budget is spent; returns this actor's environment steps."""
