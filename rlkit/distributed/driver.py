@@ -59,15 +59,13 @@ def _check_resources(job: Job, gpus: float) -> None:
 
 def _keep_replay_checkpoint(job: Job, name: str | None) -> None:
     """Before a resumed replay server starts: keep only the checkpoint the learner's checkpoint names."""
-    import shutil
+    from rlkit.runs.reverb_runner import _keep_replay_checkpoints
 
     directory = replay_directory(job)
     if name is None or not (directory / name).is_dir():
         raise ValueError(f"--resume: the replay checkpoint {directory / str(name)} that the learner's last checkpoint "
                          "names is missing; start a new --out")
-    for path in directory.iterdir():
-        if path.is_dir() and path.name != name:
-            shutil.rmtree(path, ignore_errors=True)
+    _keep_replay_checkpoints(directory, [name])
 
 
 def start_processes(job: Job, cluster: RayCluster, resume: bool, log: Callable[[str], Any]) -> dict[str, Any]:

@@ -10,7 +10,6 @@ the run (the driver stops every process), and ``--resume`` continues from the la
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -184,10 +183,11 @@ class LearnerProcess:
             **progress, "updates": updates, "replay_checkpoint": replay_path.name,
             "insert_priority": self.insert_priority,
         })
-        saved = sorted(p for p in replay_directory(self.job).iterdir() if p.is_dir())  # names are timestamps
-        for path in saved[:-self.keep]:
-            if path.name != replay_path.name:
-                shutil.rmtree(path, ignore_errors=True)
+        from rlkit.runs.reverb_runner import _keep_replay_checkpoints, _replay_checkpoints
+
+        directory = replay_directory(self.job)
+        keep = [p.name for p in _replay_checkpoints(directory)[-self.keep:]]  # names are timestamps
+        _keep_replay_checkpoints(directory, keep + [replay_path.name])
         return replay_path.name, before, after
 
     def final_state(self) -> tuple[Any, int]:
