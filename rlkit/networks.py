@@ -89,6 +89,107 @@ def _output_layer(h: jax.Array, features: int, noisy: bool, sigma0: float, noise
     return NoisyDense(features, sigma0)(h, noise) if noisy else _dense(features, 1.0)(h)
 
 
+def _padded(x: jax.Array, kernel: int, stride: int) -> jax.Array:
+    """``x [N, H, W, C]`` padded as XLA pads a "SAME" convolution (output size ``ceil(size / stride)``)."""
+    pads = []
+    for size in x.shape[1:3]:
+        total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+        pads.append((total // 2, total - total // 2))
+    return jnp.pad(x, ((0, 0), *pads, (0, 0)))
+
+
+def _patches(x: jax.Array, kernel: int, stride: int) -> jax.Array:
+    """The ``kernel x kernel`` patches of ``x [N, H, W, C]`` at ``stride``: ``[N, H', W', kernel * kernel * C]``,
+    ordered as a ``[kernel, kernel, C, out]`` kernel flattens."""
+    rows, cols = (x.shape[1] - kernel) // stride + 1, (x.shape[2] - kernel) // stride + 1
+    return jnp.concatenate([
+        x[:, i:i + stride * (rows - 1) + 1:stride, j:j + stride * (cols - 1) + 1:stride, :]
+        for i in range(kernel) for j in range(kernel)
+    ], axis=-1)
+
+
+class Conv(nn.Module):
+    """A 2-D convolution of ``x [N, height, width, channels]``: kernel ``[k, k, channels, features]``
+    (orthogonal initialization), bias, ``VALID`` or ``SAME`` padding.
+
+    On a CPU it runs as patches times the flattened kernel: XLA's CPU convolution inside a
+    ``lax.scan`` (the training loop) was about 15x slower than this matmul (0.37 s against 0.025 s
+    for one gradient of the MinAtar torso on 2,048 observations). Elsewhere ``lax.conv_general_dilated``.
+    """
+
+    features: int
+    kernel: int
+    stride: int = 1
+    padding: str = "VALID"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        shape = (self.kernel, self.kernel, x.shape[-1], self.features)
+        kernel = self.param("kernel", orthogonal(np.sqrt(2)), shape)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        if jax.default_backend() != "cpu":
+            strides = (self.stride, self.stride)
+            y = jax.lax.conv_general_dilated(x, kernel, strides, self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        else:
+            x = _padded(x, self.kernel, self.stride) if self.padding == "SAME" else x
+            y = _patches(x, self.kernel, self.stride) @ kernel.reshape(-1, self.features)
+        return y + bias
+
+
+def _minatar_cnn(x: jax.Array) -> jax.Array:
+    """Young & Tian, "MinAtar", 2019 (https://arxiv.org/abs/1903.03176): one 3x3 convolution, 16 channels."""
+    return nn.relu(Conv(16, 3)(x))
+
+
+def _nature_cnn(x: jax.Array) -> jax.Array:
+    """Mnih et al., "Human-level control through deep RL", 2015: 8x8/4 (32), 4x4/2 (64), 3x3/1 (64)."""
+    for features, kernel, stride in ((32, 8, 4), (64, 4, 2), (64, 3, 1)):
+        x = nn.relu(Conv(features, kernel, stride)(x))
+    return x
+
+
+def _impala_resnet(x: jax.Array) -> jax.Array:
+    """Espeholt et al., "IMPALA", 2018 (https://arxiv.org/abs/1802.01561): three stacks (16, 32, 32 channels)
+    of a 3x3 convolution, a 3x3/2 max-pool and two residual blocks."""
+    for features in (16, 32, 32):
+        x = Conv(features, 3, padding="SAME")(x)
+        x = nn.max_pool(x, (3, 3), (2, 2), "SAME")
+        for _ in range(2):
+            h = Conv(features, 3, padding="SAME")(nn.relu(x))
+            x = x + Conv(features, 3, padding="SAME")(nn.relu(h))
+    return nn.relu(x)
+
+
+IMAGE_TORSOS = {"minatar_cnn": _minatar_cnn, "nature_cnn": _nature_cnn, "impala_resnet": _impala_resnet}
+TORSOS = ("mlp", *IMAGE_TORSOS)
+# The smallest image (height and width) each image torso's VALID convolutions leave a pixel of.
+_SMALLEST_IMAGE = {"minatar_cnn": 3, "nature_cnn": 36, "impala_resnet": 1}
+
+
+def check_torso(torso: str, observation_shape: tuple[int, ...] | None = None) -> None:
+    """Raise a one-line ValueError if ``torso`` is unknown or cannot read ``observation_shape``.
+
+    ``mlp`` reads any shape (it flattens the observation); an image torso needs ``[height, width,
+    channels]`` at least as large as its convolutions. ``observation_shape=None`` checks the name only.
+    """
+    if torso not in TORSOS:
+        raise ValueError(f"torso: {torso!r} is not one of {list(TORSOS)}")
+    if torso == "mlp" or observation_shape is None:
+        return
+    smallest = _SMALLEST_IMAGE[torso]
+    if len(observation_shape) != 3 or min(observation_shape[:2]) < smallest:
+        raise ValueError(
+            f"torso: {torso!r} reads images [height, width, channels] of at least {smallest}x{smallest}, "
+            f"but the environment's observations have shape {tuple(observation_shape)}; use torso 'mlp' for them"
+        )
+
+
+def torso_fields(torso: str, spec) -> dict:
+    """The ``torso`` and ``observation_ndim`` fields of a network for ``spec``'s observations (checked)."""
+    check_torso(torso, tuple(spec.observation_shape))
+    return {"torso": torso, "observation_ndim": len(spec.observation_shape)}
+
+
 class MLP(nn.Module):
     """Dense layers with an activation after each (optionally LayerNorm before it)."""
 
@@ -107,24 +208,54 @@ class MLP(nn.Module):
         return x
 
 
+class Encoder(nn.Module):
+    """An observation ``[..., *observation_shape]`` as flat features ``[..., features]``.
+
+    ``torso``: ``mlp`` only flattens; an image torso (``minatar_cnn``, ``nature_cnn``,
+    ``impala_resnet``) runs its convolutions on ``[..., height, width, channels]`` first.
+    ``observation_ndim``: how many trailing axes one observation has (the rest are batch axes).
+    """
+
+    torso: str = "mlp"
+    observation_ndim: int = 1
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        batch_shape = obs.shape[: obs.ndim - self.observation_ndim]
+        if self.torso != "mlp":
+            obs = IMAGE_TORSOS[self.torso](obs.reshape(-1, *obs.shape[len(batch_shape):]))
+        return obs.reshape(*batch_shape, -1)
+
+
+def _torso(module: nn.Module, obs: jax.Array, layer_norm: bool = False) -> jax.Array:
+    """``module``'s torso on ``obs``: its ``Encoder`` (``torso``, ``observation_ndim``), then its ``MLP``
+    (``hidden_sizes``, ``activation``). Called inside ``module``'s compact ``__call__``."""
+    features = Encoder(module.torso, module.observation_ndim)(obs)
+    return MLP(module.hidden_sizes, module.activation, layer_norm)(features)
+
+
 class CategoricalActorCritic(nn.Module):
     """Separate policy and value MLPs; returns (logits, value); ``value(obs)`` runs the critic alone."""
 
     num_actions: int
     hidden_sizes: Sequence[int] = (64, 64)
     activation: str = "tanh"
+    torso: str = "mlp"
+    observation_ndim: int = 1
 
     def setup(self):
+        self.actor_encoder = Encoder(self.torso, self.observation_ndim)
         self.actor = MLP(self.hidden_sizes, self.activation)
         self.policy_head = _dense(self.num_actions, 0.01)
+        self.critic_encoder = Encoder(self.torso, self.observation_ndim)
         self.critic = MLP(self.hidden_sizes, self.activation)
         self.value_head = _dense(1, 1.0)
 
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return self.policy_head(self.actor(obs)), self.value(obs)
+        return self.policy_head(self.actor(self.actor_encoder(obs))), self.value(obs)
 
     def value(self, obs: jax.Array) -> jax.Array:
-        return jnp.squeeze(self.value_head(self.critic(obs)), -1)
+        return jnp.squeeze(self.value_head(self.critic(self.critic_encoder(obs))), -1)
 
 
 class GaussianActorCritic(nn.Module):
@@ -137,19 +268,23 @@ class GaussianActorCritic(nn.Module):
     hidden_sizes: Sequence[int] = (64, 64)
     activation: str = "tanh"
     init_log_std: float = 0.0
+    torso: str = "mlp"
+    observation_ndim: int = 1
 
     def setup(self):
+        self.actor_encoder = Encoder(self.torso, self.observation_ndim)
         self.actor = MLP(self.hidden_sizes, self.activation)
         self.mean_head = _dense(self.action_size, 0.01)
         self.log_std = self.param("log_std", lambda _, shape: jnp.full(shape, self.init_log_std), (self.action_size,))
+        self.critic_encoder = Encoder(self.torso, self.observation_ndim)
         self.critic = MLP(self.hidden_sizes, self.activation)
         self.value_head = _dense(1, 1.0)
 
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-        return self.mean_head(self.actor(obs)), self.log_std, self.value(obs)
+        return self.mean_head(self.actor(self.actor_encoder(obs))), self.log_std, self.value(obs)
 
     def value(self, obs: jax.Array) -> jax.Array:
-        return jnp.squeeze(self.value_head(self.critic(obs)), -1)
+        return jnp.squeeze(self.value_head(self.critic(self.critic_encoder(obs))), -1)
 
 
 class QNetwork(nn.Module):
@@ -165,10 +300,12 @@ class QNetwork(nn.Module):
     layer_norm: bool = False
     noisy: bool = False
     sigma0: float = 0.5
+    torso: str = "mlp"
+    observation_ndim: int = 1
 
     @nn.compact
     def __call__(self, obs: jax.Array, noise: bool = False) -> jax.Array:
-        h = MLP(self.hidden_sizes, self.activation, self.layer_norm)(obs)
+        h = _torso(self, obs, self.layer_norm)
         if not self.dueling:
             return _output_layer(h, self.num_actions, self.noisy, self.sigma0, noise)
         value = _output_layer(h, 1, self.noisy, self.sigma0, noise)
@@ -182,10 +319,12 @@ class CategoricalActor(nn.Module):
     num_actions: int
     hidden_sizes: Sequence[int] = (256, 256)
     activation: str = "relu"
+    torso: str = "mlp"
+    observation_ndim: int = 1
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
-        return _dense(self.num_actions, 0.01)(MLP(self.hidden_sizes, self.activation)(obs))
+        return _dense(self.num_actions, 0.01)(_torso(self, obs))
 
 
 class DistributionalQNetwork(nn.Module):
@@ -203,10 +342,12 @@ class DistributionalQNetwork(nn.Module):
     layer_norm: bool = False
     noisy: bool = False
     sigma0: float = 0.5
+    torso: str = "mlp"
+    observation_ndim: int = 1
 
     @nn.compact
     def __call__(self, obs: jax.Array, noise: bool = False) -> jax.Array:
-        h = MLP(self.hidden_sizes, self.activation, self.layer_norm)(obs)
+        h = _torso(self, obs, self.layer_norm)
         shape = (*h.shape[:-1], self.num_actions, self.num_atoms)
         out = _output_layer(h, self.num_actions * self.num_atoms, self.noisy, self.sigma0, noise).reshape(shape)
         if not self.dueling:
@@ -226,10 +367,12 @@ class SquashedGaussianActor(nn.Module):
     activation: str = "relu"
     log_std_min: float = -5.0
     log_std_max: float = 2.0
+    torso: str = "mlp"
+    observation_ndim: int = 1
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-        h = MLP(self.hidden_sizes, self.activation)(obs)
+        h = _torso(self, obs)
         mean = _dense(self.action_dim, 0.01)(h)
         log_std = jnp.tanh(_dense(self.action_dim, 0.01)(h))
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (log_std + 1.0)
@@ -247,10 +390,12 @@ class GaussianActor(nn.Module):
     activation: str = "relu"
     log_std_min: float = -5.0
     log_std_max: float = 2.0
+    torso: str = "mlp"
+    observation_ndim: int = 1
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-        mean = jnp.tanh(_dense(self.action_dim, 0.01)(MLP(self.hidden_sizes, self.activation)(obs)))
+        mean = jnp.tanh(_dense(self.action_dim, 0.01)(_torso(self, obs)))
         log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
         return mean, jnp.broadcast_to(jnp.clip(log_std, self.log_std_min, self.log_std_max), mean.shape)
 
@@ -261,10 +406,12 @@ class DeterministicActor(nn.Module):
     action_dim: int
     hidden_sizes: Sequence[int] = (256, 256)
     activation: str = "relu"
+    torso: str = "mlp"
+    observation_ndim: int = 1
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
-        h = MLP(self.hidden_sizes, self.activation)(obs)
+        h = _torso(self, obs)
         return jnp.tanh(_dense(self.action_dim, 0.01)(h))
 
 
@@ -277,10 +424,14 @@ class ContinuousQNetwork(nn.Module):
     hidden_sizes: Sequence[int] = (256, 256)
     activation: str = "relu"
     num_atoms: int = 0
+    torso: str = "mlp"
+    observation_ndim: int = 1
 
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
-        h = MLP(self.hidden_sizes, self.activation)(jnp.concatenate([obs, action], axis=-1))
+        h = MLP(self.hidden_sizes, self.activation)(
+            jnp.concatenate([Encoder(self.torso, self.observation_ndim)(obs), action], axis=-1)
+        )
         if self.num_atoms:
             return _dense(self.num_atoms, 1.0)(h)
         return jnp.squeeze(_dense(1, 1.0)(h), -1)
@@ -314,11 +465,13 @@ class RecurrentActorCritic(nn.Module):
     core: str = "gru"
     continuous: bool = False
     init_log_std: float = 0.0
+    torso: str = "mlp"
+    observation_ndim: int = 1
 
     @nn.compact
     def __call__(self, memory, obs: jax.Array):
         act = activation_fn(self.activation)
-        memory, h = _recurrent_core(self.core, self.memory_size)(memory, MLP(self.hidden_sizes, self.activation)(obs))
+        memory, h = _recurrent_core(self.core, self.memory_size)(memory, _torso(self, obs))
         policy = _dense(self.num_actions, 0.01)(act(_dense(self.memory_size)(h)))
         value = jnp.squeeze(_dense(1, 1.0)(act(_dense(self.memory_size)(h))), -1)
         if self.continuous:
@@ -339,10 +492,12 @@ class RecurrentQNetwork(nn.Module):
     activation: str = "relu"
     core: str = "lstm"
     dueling: bool = False
+    torso: str = "mlp"
+    observation_ndim: int = 1
 
     @nn.compact
     def __call__(self, memory, obs: jax.Array):
-        x = MLP(self.hidden_sizes, self.activation)(obs)
+        x = _torso(self, obs)
         memory, h = _recurrent_core(self.core, self.memory_size)(memory, x)
         if not self.dueling:
             return memory, _dense(self.num_actions, 1.0)(h)

@@ -34,7 +34,7 @@ class EnvSpec(NamedTuple):
     """What an agent needs to know about an environment.
 
     Attributes:
-      observation_shape: shape of one (flattened) observation.
+      observation_shape: shape of one observation (an image keeps ``[height, width, channels]``).
       action_kind: "discrete" or "continuous".
       num_actions: number of discrete actions, or the size of a continuous action.
       action_low: lower bound of a continuous action (None for discrete).

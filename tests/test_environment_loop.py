@@ -23,7 +23,7 @@ PPO_TINY = ppo.Config(num_envs=2, num_steps=8, num_minibatches=2, num_epochs=1, 
 class ToyChainGym(gymnasium.Env):
     """tests/toy_env.py's chain in gymnasium: action 1 climbs; position 3 terminates, step 5 truncates."""
 
-    observation_space = spaces.Box(0.0, 10.0, (1, 2), np.float64)  # 2-D on purpose: the wrapper flattens
+    observation_space = spaces.Box(0.0, 10.0, (1, 2), np.float64)  # 2-D on purpose: the wrapper keeps the shape
     action_space = spaces.Discrete(2)
 
     def reset(self, seed=None, options=None):
@@ -110,10 +110,10 @@ def test_actor_transitions_keep_final_observation_and_discount(action, last_disc
     last = recorded[length - 1]
     assert last.last_t and last.discount_t == last_discount and last.discount_t.dtype == np.float32
     final_position = 0 if action == 0 else 3
-    np.testing.assert_array_equal(last.obs_t, [final_position, length])  # final obs, not the reset one
-    np.testing.assert_array_equal(recorded[length].obs_tm1, [0, 0])  # the next episode starts afresh
+    np.testing.assert_array_equal(last.obs_t, [[final_position, length]])  # final obs, not the reset one
+    np.testing.assert_array_equal(recorded[length].obs_tm1, [[0, 0]])  # the next episode starts afresh
     assert all(t.discount_t == 1.0 and not t.last_t for t in recorded[: length - 1])
-    assert all(t.obs_t.dtype == np.float32 and t.obs_t.shape == (2,) for t in recorded)
+    assert all(t.obs_t.dtype == np.float32 and t.obs_t.shape == (1, 2) for t in recorded)
 
 
 def test_environment_spec_builds_agents():

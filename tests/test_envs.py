@@ -97,7 +97,7 @@ def test_unknown_env_names_close_matches():
         envs.make("NoSuchEnv")
 
 
-def test_specs_and_flat_observations():
+def test_specs_and_observation_shapes():
     cartpole = envs.make("CartPole-v1")
     assert cartpole.spec.observation_shape == (4,) and cartpole.spec.action_kind == "discrete"
     assert cartpole.spec.num_actions == 2
@@ -106,5 +106,5 @@ def test_specs_and_flat_observations():
     np.testing.assert_allclose(pendulum.spec.action_high, [2.0])
     breakout = envs.make("Breakout-MinAtar")
     obs, _ = breakout.reset(jax.random.key(0))
-    assert obs.shape == breakout.spec.observation_shape == (400,) and obs.dtype == jnp.float32
+    assert obs.shape == breakout.spec.observation_shape == (10, 10, 4) and obs.dtype == jnp.float32  # an image
     assert "Catch-bsuite" in envs.env_ids() and "SpaceInvaders-MinAtar" in envs.env_ids()

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from rlkit import config as cfg
-from rlkit.networks import CategoricalActor, DeterministicActor, activation_fn
+from rlkit.networks import CategoricalActor, DeterministicActor, activation_fn, check_torso, torso_fields
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Transition, split_weights
 
 
@@ -32,6 +32,7 @@ class Config:
     max_grad_norm: float = 10.0
     hidden_sizes: tuple[int, ...] = (256, 256)
     activation: str = "relu"
+    torso: str = "mlp"  # observation encoder: mlp, minatar_cnn, nature_cnn or impala_resnet
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -39,6 +40,7 @@ class Config:
         cfg.check_positive("learning_rate", self.learning_rate)
         cfg.check_positive("max_grad_norm", self.max_grad_norm)
         activation_fn(self.activation)
+        check_torso(self.torso)
 
 
 class BCState(NamedTuple):
@@ -57,11 +59,12 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
     """Build BC for ``spec`` (discrete or bounded continuous actions)."""
     del total_steps
     discrete = spec.action_kind == "discrete"
+    torso = torso_fields(config.torso, spec)
     if discrete:
-        policy = CategoricalActor(spec.num_actions, config.hidden_sizes, config.activation)
+        policy = CategoricalActor(spec.num_actions, config.hidden_sizes, config.activation, **torso)
     else:
         center, half = cfg.continuous_bounds(spec, "bc")
-        policy = DeterministicActor(spec.num_actions, config.hidden_sizes, config.activation)
+        policy = DeterministicActor(spec.num_actions, config.hidden_sizes, config.activation, **torso)
     optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate))
 
     def init(key):

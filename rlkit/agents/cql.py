@@ -24,7 +24,7 @@ import numpy as np
 
 from rlkit import config as cfg
 from rlkit.agents import dqn, sac
-from rlkit.networks import activation_fn
+from rlkit.networks import activation_fn, check_torso
 from rlkit.types import Agent, EnvSpec, ExperienceSpec, Transition
 
 
@@ -52,6 +52,7 @@ class Config:
     max_grad_norm: float = 10.0
     hidden_sizes: tuple[int, ...] = (256, 256)
     activation: str = "relu"
+    torso: str = "mlp"  # observation encoder: mlp, minatar_cnn, nature_cnn or impala_resnet
 
     def __post_init__(self):
         for name in ("batch_size", "n_step", "num_sampled_actions", "num_critics"):
@@ -64,6 +65,7 @@ class Config:
         cfg.check_positive("init_alpha", self.init_alpha)
         cfg.check_positive("max_grad_norm", self.max_grad_norm)
         activation_fn(self.activation)
+        check_torso(self.torso)
 
 
 def experience(config: Config) -> ExperienceSpec:
@@ -79,7 +81,7 @@ def _dqn_config(config: Config) -> dqn.Config:
         learning_starts=0, learning_rate=config.learning_rate, anneal_lr=False, gamma=config.gamma,
         n_step=config.n_step, double_q=config.double_q, target_update_freq=1, tau=config.tau,
         epsilon_start=0.0, epsilon_end=0.0, epsilon_decay_steps=1, max_grad_norm=config.max_grad_norm,
-        hidden_sizes=config.hidden_sizes, activation=config.activation,
+        hidden_sizes=config.hidden_sizes, activation=config.activation, torso=config.torso,
     )
 
 
@@ -89,6 +91,7 @@ def _sac_config(config: Config) -> sac.Config:
         learning_rate=config.learning_rate, gamma=config.gamma, tau=config.tau, num_critics=config.num_critics,
         autotune=config.autotune, init_alpha=config.init_alpha, target_entropy_scale=config.target_entropy_scale,
         max_grad_norm=config.max_grad_norm, hidden_sizes=config.hidden_sizes, activation=config.activation,
+        torso=config.torso,
     )
 
 

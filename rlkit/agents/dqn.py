@@ -31,7 +31,7 @@ import optax
 import rlax
 
 from rlkit import config as cfg
-from rlkit.networks import DistributionalQNetwork, QNetwork, activation_fn
+from rlkit.networks import DistributionalQNetwork, QNetwork, activation_fn, check_torso, torso_fields
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Transition, split_weights, weighted_mean
 
 
@@ -71,6 +71,7 @@ class Config:
     max_grad_norm: float = 10.0
     hidden_sizes: tuple[int, ...] = (256, 256)
     activation: str = "relu"
+    torso: str = "mlp"  # observation encoder: mlp, minatar_cnn, nature_cnn or impala_resnet
     distribution: str = "none"  # "none" | "categorical" (C51) | "quantile" (QR-DQN)
     num_atoms: int = 51  # atoms (categorical) or quantiles (quantile)
     v_min: float = -10.0  # categorical support
@@ -104,6 +105,7 @@ class Config:
         cfg.check_positive("epsilon_decay_steps", self.epsilon_decay_steps)
         cfg.check_positive("max_grad_norm", self.max_grad_norm)
         activation_fn(self.activation)
+        check_torso(self.torso)
         if self.distribution not in DISTRIBUTIONS:
             raise ValueError(f"distribution: {self.distribution!r} is not one of {list(DISTRIBUTIONS)}")
         if self.distribution != "none" and self.num_atoms < 2:
@@ -156,7 +158,7 @@ def make(
             f"agent {agent_name}: needs a discrete action space, but the environment's is "
             f"{spec.action_kind} (shape ({spec.num_actions},)); use sac, td3 or ppo for it"
         )
-    noisy = {"noisy": config.noisy, "sigma0": config.noise_scale}
+    noisy = {"noisy": config.noisy, "sigma0": config.noise_scale, **torso_fields(config.torso, spec)}
     if config.distribution == "none":
         network = QNetwork(spec.num_actions, config.hidden_sizes, config.activation, config.dueling, **noisy)
     else:

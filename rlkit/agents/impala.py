@@ -32,7 +32,7 @@ import rlax
 from rlkit import config as cfg
 from rlkit import parallel
 from rlkit.agents.ppo import Categorical
-from rlkit.networks import CategoricalActorCritic, activation_fn
+from rlkit.networks import CategoricalActorCritic, activation_fn, check_torso, torso_fields
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Trajectory
 
 
@@ -58,6 +58,7 @@ class Config:
     off_policy_correction: bool = True  # False: importance ratios of 1 (no V-trace correction)
     hidden_sizes: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
+    torso: str = "mlp"  # observation encoder: mlp, minatar_cnn, nature_cnn or impala_resnet
 
     def __post_init__(self):
         for name in ("num_envs", "num_steps"):
@@ -74,6 +75,7 @@ class Config:
         cfg.check_non_negative("vf_coef", self.vf_coef)
         cfg.check_positive("max_grad_norm", self.max_grad_norm)
         activation_fn(self.activation)
+        check_torso(self.torso)
 
 
 class IMPALAState(NamedTuple):
@@ -112,7 +114,9 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
             f"agent impala: needs a discrete action space, but the environment's is {spec.action_kind} "
             f"(shape ({spec.num_actions},)); use ppo or sac for it"
         )
-    network = CategoricalActorCritic(spec.num_actions, config.hidden_sizes, config.activation)
+    network = CategoricalActorCritic(
+        spec.num_actions, config.hidden_sizes, config.activation, **torso_fields(config.torso, spec)
+    )
     if config.anneal_lr and total_steps:
         learning_rate = optax.linear_schedule(
             config.learning_rate, 0.0, max(1, total_steps // (config.num_envs * config.num_steps))

@@ -28,7 +28,17 @@ import optax
 import rlax
 
 from rlkit import config as cfg
-from rlkit.networks import MLP, CategoricalActor, ContinuousQNetwork, GaussianActor, QNetwork, activation_fn
+from rlkit.networks import (
+    MLP,
+    CategoricalActor,
+    ContinuousQNetwork,
+    Encoder,
+    GaussianActor,
+    QNetwork,
+    activation_fn,
+    check_torso,
+    torso_fields,
+)
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Transition, split_weights
 
 
@@ -48,6 +58,7 @@ class Config:
     max_grad_norm: float = 10.0
     hidden_sizes: tuple[int, ...] = (256, 256)
     activation: str = "relu"
+    torso: str = "mlp"  # observation encoder: mlp, minatar_cnn, nature_cnn or impala_resnet
 
     def __post_init__(self):
         for name in ("batch_size", "n_step", "num_critics"):
@@ -61,6 +72,7 @@ class Config:
         cfg.check_positive("max_weight", self.max_weight)
         cfg.check_positive("max_grad_norm", self.max_grad_norm)
         activation_fn(self.activation)
+        check_torso(self.torso)
 
 
 class IQLState(NamedTuple):
@@ -71,14 +83,17 @@ class IQLState(NamedTuple):
 
 
 class ValueNetwork(nn.Module):
-    """``V(s)`` from an MLP."""
+    """``V(s)`` from a torso (``rlkit.networks.Encoder`` then an MLP)."""
 
     hidden_sizes: tuple[int, ...]
     activation: str
+    torso: str = "mlp"
+    observation_ndim: int = 1
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
-        return jnp.squeeze(nn.Dense(1)(MLP(self.hidden_sizes, self.activation)(obs)), -1)
+        features = Encoder(self.torso, self.observation_ndim)(obs)
+        return jnp.squeeze(nn.Dense(1)(MLP(self.hidden_sizes, self.activation)(features)), -1)
 
 
 def experience(config: Config) -> ExperienceSpec:
@@ -91,14 +106,15 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
     """Build IQL for ``spec`` (discrete or bounded continuous actions)."""
     del total_steps
     discrete = spec.action_kind == "discrete"
+    torso = torso_fields(config.torso, spec)
     if discrete:
-        actor = CategoricalActor(spec.num_actions, config.hidden_sizes, config.activation)
-        critic = QNetwork(spec.num_actions, config.hidden_sizes, config.activation)
+        actor = CategoricalActor(spec.num_actions, config.hidden_sizes, config.activation, **torso)
+        critic = QNetwork(spec.num_actions, config.hidden_sizes, config.activation, **torso)
     else:
         center, half = cfg.continuous_bounds(spec, "iql")
-        actor = GaussianActor(spec.num_actions, config.hidden_sizes, config.activation)
-        critic = ContinuousQNetwork(config.hidden_sizes, config.activation)
-    value = ValueNetwork(config.hidden_sizes, config.activation)
+        actor = GaussianActor(spec.num_actions, config.hidden_sizes, config.activation, **torso)
+        critic = ContinuousQNetwork(config.hidden_sizes, config.activation, **torso)
+    value = ValueNetwork(config.hidden_sizes, config.activation, **torso)
     optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate))
 
     def critic_values(critic_params, obs, action):

@@ -34,7 +34,7 @@ import rlax
 
 from rlkit import config as cfg
 from rlkit.agents import td3
-from rlkit.networks import ContinuousQNetwork, SquashedGaussianActor, activation_fn
+from rlkit.networks import ContinuousQNetwork, SquashedGaussianActor, activation_fn, check_torso, torso_fields
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Transition, split_weights
 
 
@@ -64,6 +64,7 @@ class Config:
     max_grad_norm: float = 40.0
     hidden_sizes: tuple[int, ...] = (256, 256)
     activation: str = "relu"
+    torso: str = "mlp"  # observation encoder: mlp, minatar_cnn, nature_cnn or impala_resnet
     prioritized: bool = False
     priority_exponent: float = 0.6
     importance_exponent: float = 0.4
@@ -77,6 +78,7 @@ class Config:
             cfg.check_positive(name, getattr(self, name))
         cfg.check_unit_interval("gamma", self.gamma)
         activation_fn(self.activation)
+        check_torso(self.torso)
         cfg.check_priorities(self)
 
 
@@ -107,8 +109,9 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
     del total_steps  # no schedules
     center, half = cfg.continuous_bounds(spec, "mpo")
     action_dim = spec.num_actions
-    policy_net = SquashedGaussianActor(action_dim, config.hidden_sizes, config.activation)
-    critic = ContinuousQNetwork(config.hidden_sizes, config.activation)
+    torso = torso_fields(config.torso, spec)
+    policy_net = SquashedGaussianActor(action_dim, config.hidden_sizes, config.activation, **torso)
+    critic = ContinuousQNetwork(config.hidden_sizes, config.activation, **torso)
     policy_optimizer = optax.multi_transform(
         {"actor": optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate)),
          "duals": optax.adam(config.dual_learning_rate)},

@@ -33,7 +33,7 @@ import rlax
 
 from rlkit import config as cfg
 from rlkit import parallel
-from rlkit.networks import CategoricalActorCritic, GaussianActorCritic, activation_fn
+from rlkit.networks import CategoricalActorCritic, GaussianActorCritic, activation_fn, check_torso, torso_fields
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Trajectory
 
 
@@ -60,6 +60,7 @@ class Config:
     init_log_std: float = 0.0  # continuous actions: initial log standard deviation
     hidden_sizes: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
+    torso: str = "mlp"  # observation encoder: mlp, minatar_cnn, nature_cnn or impala_resnet
 
     def __post_init__(self):
         for name in ("num_envs", "num_steps", "num_epochs", "num_minibatches"):
@@ -77,6 +78,7 @@ class Config:
         cfg.check_non_negative("vf_coef", self.vf_coef)
         cfg.check_positive("max_grad_norm", self.max_grad_norm)
         activation_fn(self.activation)
+        check_torso(self.torso)
 
 
 class RunningMoments(NamedTuple):
@@ -253,15 +255,18 @@ def clipped_loss(distribution, value: jax.Array, batch: dict, config: Config) ->
 def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent:
     """Build PPO for ``spec``; ``total_steps`` sets the learning-rate annealing horizon."""
     continuous = spec.action_kind == "continuous"
+    torso = torso_fields(config.torso, spec)
     if continuous:
-        network = GaussianActorCritic(spec.num_actions, config.hidden_sizes, config.activation, config.init_log_std)
+        network = GaussianActorCritic(
+            spec.num_actions, config.hidden_sizes, config.activation, config.init_log_std, **torso
+        )
         low, high = jnp.asarray(spec.action_low), jnp.asarray(spec.action_high)
 
         def policy(params, obs):
             mean, log_std, value = network.apply(params, obs)
             return DiagonalGaussian(mean, jnp.broadcast_to(log_std, mean.shape)), value
     else:
-        network = CategoricalActorCritic(spec.num_actions, config.hidden_sizes, config.activation)
+        network = CategoricalActorCritic(spec.num_actions, config.hidden_sizes, config.activation, **torso)
 
         def policy(params, obs):
             logits, value = network.apply(params, obs)

@@ -21,7 +21,7 @@ import optax
 import rlax
 
 from rlkit import config as cfg
-from rlkit.networks import QNetwork, activation_fn
+from rlkit.networks import QNetwork, activation_fn, check_torso, torso_fields
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Trajectory
 
 
@@ -50,6 +50,7 @@ class Config:
     max_grad_norm: float = 10.0
     hidden_sizes: tuple[int, ...] = (64, 64)
     activation: str = "relu"
+    torso: str = "mlp"  # observation encoder: mlp, minatar_cnn, nature_cnn or impala_resnet
     layer_norm: bool = True
 
     def __post_init__(self):
@@ -69,6 +70,7 @@ class Config:
         cfg.check_positive("epsilon_decay_steps", self.epsilon_decay_steps)
         cfg.check_positive("max_grad_norm", self.max_grad_norm)
         activation_fn(self.activation)
+        check_torso(self.torso)
 
 
 class PQNState(NamedTuple):
@@ -115,7 +117,8 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
             f"{spec.action_kind} (shape ({spec.num_actions},)); use sac, td3 or ppo for it"
         )
     network = QNetwork(
-        spec.num_actions, config.hidden_sizes, config.activation, layer_norm=config.layer_norm
+        spec.num_actions, config.hidden_sizes, config.activation, layer_norm=config.layer_norm,
+        **torso_fields(config.torso, spec),
     )
     batch_size = config.num_envs * config.num_steps
     minibatch_size = batch_size // config.num_minibatches

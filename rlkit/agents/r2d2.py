@@ -30,7 +30,7 @@ import rlax
 
 from rlkit import config as cfg
 from rlkit import networks
-from rlkit.networks import RecurrentQNetwork, activation_fn, zero_memory
+from rlkit.networks import RecurrentQNetwork, activation_fn, check_torso, torso_fields, zero_memory
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Trajectory, episode_starts, split_weights
 
 
@@ -67,6 +67,7 @@ class Config:
     memory_size: int = 64
     hidden_sizes: tuple[int, ...] = (64,)
     activation: str = "relu"
+    torso: str = "mlp"  # observation encoder: mlp, minatar_cnn, nature_cnn or impala_resnet
     core: str = "lstm"
     dueling: bool = False
 
@@ -95,6 +96,7 @@ class Config:
         cfg.check_unit_interval("priority_eta", self.priority_eta)
         cfg.check_positive("max_grad_norm", self.max_grad_norm)
         activation_fn(self.activation)
+        check_torso(self.torso)
         if self.core not in ("gru", "lstm"):
             raise ValueError(f"core: {self.core!r} is not one of ['gru', 'lstm']")
 
@@ -147,7 +149,8 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
             f"(shape ({spec.num_actions},)); use ppo or recurrent_ppo for it"
         )
     network = RecurrentQNetwork(
-        spec.num_actions, config.memory_size, config.hidden_sizes, config.activation, config.core, config.dueling
+        spec.num_actions, config.memory_size, config.hidden_sizes, config.activation, config.core, config.dueling,
+        **torso_fields(config.torso, spec),
     )
     optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate, eps=1e-3))
     steps_per_iteration = config.num_envs * config.num_steps

@@ -26,7 +26,7 @@ import optax
 from rlkit import config as cfg
 from rlkit import networks
 from rlkit.agents import ppo
-from rlkit.networks import RecurrentActorCritic, zero_memory
+from rlkit.networks import RecurrentActorCritic, torso_fields, zero_memory
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Trajectory, episode_starts
 
 
@@ -73,7 +73,7 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
     continuous = spec.action_kind == "continuous"
     network = RecurrentActorCritic(
         spec.num_actions, config.memory_size, config.hidden_sizes, config.activation, config.core,
-        continuous, config.init_log_std,
+        continuous, config.init_log_std, **torso_fields(config.torso, spec),
     )
     low, high = (jnp.asarray(spec.action_low), jnp.asarray(spec.action_high)) if continuous else (None, None)
     optimizer = ppo.make_optimizer(config, total_steps)

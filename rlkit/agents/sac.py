@@ -26,7 +26,7 @@ import optax
 import rlax
 
 from rlkit import config as cfg
-from rlkit.networks import ContinuousQNetwork, SquashedGaussianActor, activation_fn
+from rlkit.networks import ContinuousQNetwork, SquashedGaussianActor, activation_fn, check_torso, torso_fields
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Transition, split_weights
 
 
@@ -58,6 +58,7 @@ class Config:
     max_grad_norm: float = 10.0  # global norm, per network (actor, critics, temperature)
     hidden_sizes: tuple[int, ...] = (256, 256)
     activation: str = "relu"
+    torso: str = "mlp"  # observation encoder: mlp, minatar_cnn, nature_cnn or impala_resnet
     prioritized: bool = False  # proportional prioritized replay (Schaul et al., 2016), |TD error| priorities
     priority_exponent: float = 0.6
     importance_exponent: float = 0.4
@@ -71,6 +72,7 @@ class Config:
         cfg.check_positive("init_alpha", self.init_alpha)
         cfg.check_positive("max_grad_norm", self.max_grad_norm)
         activation_fn(self.activation)
+        check_torso(self.torso)
         cfg.check_priorities(self)
 
 
@@ -124,8 +126,9 @@ def make(
     center, half = cfg.continuous_bounds(spec, "sac")
     action_dim = spec.num_actions
 
-    actor = SquashedGaussianActor(action_dim, config.hidden_sizes, config.activation)
-    critic = ContinuousQNetwork(config.hidden_sizes, config.activation)
+    torso = torso_fields(config.torso, spec)
+    actor = SquashedGaussianActor(action_dim, config.hidden_sizes, config.activation, **torso)
+    critic = ContinuousQNetwork(config.hidden_sizes, config.activation, **torso)
     critics = jax.vmap(critic.apply, in_axes=(0, None, None))  # [num_critics, B]
     optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate))
     target_entropy = -config.target_entropy_scale * action_dim

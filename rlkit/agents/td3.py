@@ -29,7 +29,7 @@ import optax
 import rlax
 
 from rlkit import config as cfg
-from rlkit.networks import ContinuousQNetwork, DeterministicActor, activation_fn
+from rlkit.networks import ContinuousQNetwork, DeterministicActor, activation_fn, check_torso, torso_fields
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Transition, split_weights
 
 
@@ -62,6 +62,7 @@ class Config:
     max_grad_norm: float = 10.0  # global norm, per network (actor, critics)
     hidden_sizes: tuple[int, ...] = (256, 256)
     activation: str = "relu"
+    torso: str = "mlp"  # observation encoder: mlp, minatar_cnn, nature_cnn or impala_resnet
     prioritized: bool = False  # proportional prioritized replay (Schaul et al., 2016), |TD error| priorities
     priority_exponent: float = 0.6
     importance_exponent: float = 0.4
@@ -91,6 +92,7 @@ class Config:
         cfg.check_non_negative("target_noise_clip", self.target_noise_clip)
         cfg.check_positive("max_grad_norm", self.max_grad_norm)
         activation_fn(self.activation)
+        check_torso(self.torso)
         cfg.check_priorities(self)
 
 
@@ -130,8 +132,9 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
         """The critic's value: the mean of its distribution, or the scalar itself."""
         return jnp.sum(jax.nn.softmax(out) * atoms, axis=-1) if categorical else out
 
-    actor = DeterministicActor(action_dim, config.hidden_sizes, config.activation)
-    critic = ContinuousQNetwork(config.hidden_sizes, config.activation, config.num_atoms if categorical else 0)
+    torso = torso_fields(config.torso, spec)
+    actor = DeterministicActor(action_dim, config.hidden_sizes, config.activation, **torso)
+    critic = ContinuousQNetwork(config.hidden_sizes, config.activation, config.num_atoms if categorical else 0, **torso)
     critics = jax.vmap(critic.apply, in_axes=(0, None, None))  # [num_critics, B]
     optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate))
 

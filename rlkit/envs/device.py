@@ -1,7 +1,8 @@
 """Environments on the device: gymnax 1.x behind one small, explicit wrapper.
 
 ``DeviceEnv`` keeps gymnax's explicit ``state``/``params`` style and adds what a
-training loop needs: flat float32 observations, episode statistics, and the
+training loop needs: float32 observations in their own shape (an image stays ``[height,
+width, channels]``; flattening is a torso's choice), episode statistics, and the
 final observation of an episode kept apart from the auto-reset one, so a
 time-limit truncation can bootstrap from it while a termination does not.
 
@@ -64,10 +65,10 @@ def _check_observe(observe: Any, size: int, env_id: str) -> tuple[int, ...]:
 
 
 class DeviceEnv:
-    """A single gymnax environment with flat observations and episode statistics.
+    """A single gymnax environment with float32 observations and episode statistics.
 
     Vectorize with ``jax.vmap`` over keys, states and actions (params shared).
-    ``observe``: indices of the flat observation to keep (None: all of it).
+    ``observe``: indices of a vector observation to keep (None: all of it).
     """
 
     def __init__(self, env: Any, params: Any, env_id: str | None = None, observe: tuple[int, ...] | None = None):
@@ -75,14 +76,20 @@ class DeviceEnv:
         self.default_params = params
         self.env_id = env_id or type(env).__name__
         spec = _spec_from_gymnax(env, params)
+        self._shape = spec.observation_shape  # the environment's own, before ``observe``
+        if observe is not None and len(spec.observation_shape) != 1:
+            raise ValueError(
+                f"observe: picks components of a vector observation, but {self.env_id}'s observations have "
+                f"shape {spec.observation_shape}"
+            )
         self.observe = None if observe is None else _check_observe(observe, spec.observation_shape[0], self.env_id)
         if self.observe is not None:
             spec = spec._replace(observation_shape=(len(self.observe),))
         self.spec = spec
 
-    def _flatten(self, obs: jax.Array) -> jax.Array:
-        flat = jnp.reshape(obs, (-1,)).astype(jnp.float32)
-        return flat if self.observe is None else flat[jnp.asarray(self.observe)]
+    def _observation(self, obs: jax.Array) -> jax.Array:
+        obs = jnp.reshape(obs, self._shape).astype(jnp.float32)
+        return obs if self.observe is None else obs[jnp.asarray(self.observe)]
 
     @property
     def max_episode_steps(self) -> int:
@@ -92,7 +99,7 @@ class DeviceEnv:
         params = self.default_params if params is None else params
         obs, env_state = self.env.reset(key, params)
         zero = jnp.zeros((), jnp.float32)
-        return self._flatten(obs), EpisodeState(env_state, zero, jnp.zeros((), jnp.int32))
+        return self._observation(obs), EpisodeState(env_state, zero, jnp.zeros((), jnp.int32))
 
     def step(
         self, key: jax.Array, state: EpisodeState, action: jax.Array, params: Any = None
@@ -108,11 +115,11 @@ class DeviceEnv:
         episode_return = state.episode_return + reward
         episode_length = state.episode_length + 1
         step = EnvStep(
-            obs=self._flatten(obs),
+            obs=self._observation(obs),
             reward=reward,
             terminated=terminated,
             truncated=truncated,
-            next_obs=self._flatten(info["final_observation"]),
+            next_obs=self._observation(info["final_observation"]),
             episode_return=jnp.where(done, episode_return, 0.0),
             episode_length=jnp.where(done, episode_length, 0),
         )
@@ -137,20 +144,19 @@ class DeviceEnv:
         terminated = jnp.asarray(terminated, bool)
         truncated = jnp.logical_and(jnp.asarray(self.env.is_truncated(env_state, params), bool), ~terminated)
         new_state = EpisodeState(env_state, state.episode_return, state.episode_length)
-        return new_state, self._flatten(obs), jnp.asarray(reward, jnp.float32), terminated, truncated
+        return new_state, self._observation(obs), jnp.asarray(reward, jnp.float32), terminated, truncated
 
 
 def _spec_from_gymnax(env: Any, params: Any) -> EnvSpec:
-    obs_space = env.observation_space(params)
-    obs_size = int(np.prod(obs_space.shape)) if obs_space.shape else 1
+    obs_shape = tuple(int(d) for d in env.observation_space(params).shape) or (1,)
     action_space = env.action_space(params)
     if isinstance(action_space, spaces.Discrete):
-        return EnvSpec((obs_size,), "discrete", int(action_space.n))
+        return EnvSpec(obs_shape, "discrete", int(action_space.n))
     if isinstance(action_space, spaces.Box):
         shape = tuple(action_space.shape) or (1,)
         low = np.broadcast_to(np.asarray(action_space.low, np.float32), shape)
         high = np.broadcast_to(np.asarray(action_space.high, np.float32), shape)
-        return EnvSpec((obs_size,), "continuous", int(np.prod(shape)), low, high)
+        return EnvSpec(obs_shape, "continuous", int(np.prod(shape)), low, high)
     raise ValueError(
         f"action space {action_space!r} is not supported: rlkit handles Discrete and Box"
     )
@@ -166,7 +172,7 @@ def env_ids() -> list[str]:
 def make(env_id: str, observe: tuple[int, ...] | None = None, **env_kwargs: Any) -> DeviceEnv:
     """Make a device environment from a gymnax id (classic control, bsuite, MinAtar, misc).
 
-    ``observe`` keeps only those components of the flat observation (partial observability).
+    ``observe`` keeps only those components of a vector observation (partial observability).
 
     Raises:
       ValueError: for an unknown id, naming the closest known ids.

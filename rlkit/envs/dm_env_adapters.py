@@ -3,9 +3,10 @@
 Every adapter follows dm_env (and Acme): ``reset()`` gives a FIRST step (reward and
 discount None); ``step(action)`` a MID step, or a LAST step with discount 0.0 where
 the episode terminated and 1.0 where a time limit truncated it; the ``step`` after a
-LAST starts a new episode. Observations are flat float32 vectors, rewards and
-discounts float32 scalars, so ``environment_spec(env)`` builds the same agents as the
-device loop does.
+LAST starts a new episode. Observations are float32 arrays in the environment's own
+shape (an image stays ``[height, width, channels]``; flattening is a torso's choice),
+rewards and discounts float32 scalars, so ``environment_spec(env)`` builds the same
+agents as the device loop does. ``FlatObservation`` concatenates nested observations.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class _FlatEnvironment(dm_env.Environment):
 
     @staticmethod
     def _time_step(obs, reward, terminated: bool, truncated: bool) -> dm_env.TimeStep:
-        obs = _flatten(obs)
+        obs = _float32(obs)
         if type(reward) is float or type(reward) is int:  # the common case, kept cheap
             reward = np.float32(reward)
         else:
@@ -52,21 +53,24 @@ _LAST, _MID = dm_env.StepType.LAST, dm_env.StepType.MID
 _ZERO, _ONE = np.float32(0.0), np.float32(1.0)
 
 
-def _flatten(obs: Any) -> np.ndarray:
-    if type(obs) is np.ndarray and obs.dtype == np.float32 and obs.ndim == 1:
-        return obs  # already flat float32 (e.g. CartPole): no copy, no view
-    return np.asarray(obs, np.float32).reshape(-1)
+def _float32(obs: Any) -> np.ndarray:
+    """``obs`` as a float32 array of its own shape (a scalar as shape ``(1,)``)."""
+    if type(obs) is np.ndarray and obs.dtype == np.float32 and obs.ndim >= 1:
+        return obs  # already float32 (e.g. CartPole): no copy, no view
+    obs = np.asarray(obs, np.float32)
+    return obs.reshape(1) if obs.ndim == 0 else obs
 
 
-def _flat_bounded_spec(low, high, shape, name: str) -> specs.Array:
-    """A 1-D float32 spec from box bounds; BoundedArray unless every bound is infinite."""
-    size = int(np.prod(shape)) if shape else 1
+def _bounded_spec(low, high, shape, name: str) -> specs.Array:
+    """A float32 spec of ``shape`` (``(1,)`` for a scalar) from box bounds; BoundedArray unless every bound is
+    infinite."""
+    shape = tuple(int(d) for d in shape) or (1,)
     with np.errstate(over="ignore"):
-        low = np.broadcast_to(np.asarray(low, np.float32), shape).reshape(size)
-        high = np.broadcast_to(np.asarray(high, np.float32), shape).reshape(size)
+        low = np.broadcast_to(np.asarray(low, np.float32), shape)
+        high = np.broadcast_to(np.asarray(high, np.float32), shape)
     if np.isinf(low).all() and np.isinf(high).all():
-        return specs.Array((size,), np.float32, name=name)
-    return specs.BoundedArray((size,), np.float32, low, high, name=name)
+        return specs.Array(shape, np.float32, name=name)
+    return specs.BoundedArray(shape, np.float32, low, high, name=name)
 
 
 class GymWrapper(_FlatEnvironment):
@@ -84,7 +88,7 @@ class GymWrapper(_FlatEnvironment):
                 f"GymWrapper: observation space {obs_space!r} is not supported; rlkit handles Box "
                 "observations (wrap the env in gymnasium.wrappers.FlattenObservation first)"
             )
-        self._observation_spec = _flat_bounded_spec(obs_space.low, obs_space.high, obs_space.shape, "observation")
+        self._observation_spec = _bounded_spec(obs_space.low, obs_space.high, obs_space.shape, "observation")
         self._discrete = isinstance(action_space, spaces.Discrete)
         if self._discrete:
             self._action_spec = specs.DiscreteArray(int(action_space.n), name="action")
@@ -106,7 +110,7 @@ class GymWrapper(_FlatEnvironment):
         else:
             obs, _ = self.environment.reset()
         self._needs_reset = False
-        return dm_env.restart(_flatten(obs))
+        return dm_env.restart(_float32(obs))
 
     def step(self, action) -> dm_env.TimeStep:
         if self._needs_reset:
@@ -148,7 +152,10 @@ class GymnaxWrapper(_FlatEnvironment):
         self._state = None
         self._pending_first_obs = None  # reset observation held after a LAST step
         obs_space = env.env.observation_space(env.default_params)
-        self._observation_spec = _flat_bounded_spec(obs_space.low, obs_space.high, obs_space.shape, "observation")
+        if env.observe is None:
+            self._observation_spec = _bounded_spec(obs_space.low, obs_space.high, obs_space.shape, "observation")
+        else:  # the components ``observe`` keeps
+            self._observation_spec = specs.Array(env.spec.observation_shape, np.float32, name="observation")
         spec = env.spec
         if spec.action_kind == "discrete":
             self._action_spec = specs.DiscreteArray(spec.num_actions, name="action")
@@ -170,14 +177,14 @@ class GymnaxWrapper(_FlatEnvironment):
     def reset(self) -> dm_env.TimeStep:
         self._key, obs, self._state = self._reset(self._key)
         self._pending_first_obs = None
-        return dm_env.restart(_flatten(obs))
+        return dm_env.restart(_float32(obs))
 
     def step(self, action) -> dm_env.TimeStep:
         if self._state is None:
             return self.reset()
         if self._pending_first_obs is not None:
             obs, self._pending_first_obs = self._pending_first_obs, None
-            return dm_env.restart(_flatten(obs))
+            return dm_env.restart(_float32(obs))
         dtype = jnp.int32 if isinstance(self._action_spec, specs.DiscreteArray) else jnp.float32
         self._key, self._state, result = self._step(self._key, self._state, jnp.asarray(action, dtype))
         terminated, truncated = bool(result.terminated), bool(result.truncated)
@@ -201,7 +208,7 @@ class FlatObservation(_FlatEnvironment):
         self._observation_spec = specs.Array((size,), np.float32, name="observation")
 
     def _flat(self, timestep: dm_env.TimeStep) -> dm_env.TimeStep:
-        leaves = [_flatten(x) for x in jax.tree.leaves(timestep.observation)]
+        leaves = [np.asarray(x, np.float32).reshape(-1) for x in jax.tree.leaves(timestep.observation)]
         obs = np.concatenate(leaves) if leaves else np.zeros((0,), np.float32)
         if timestep.first():
             return dm_env.restart(obs)

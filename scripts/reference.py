@@ -1,0 +1,91 @@
+"""Reference results on MinAtar: PPO, DQN and PQN with the MinAtar CNN, a markdown table of the returns.
+
+    python scripts/reference.py [--agents ppo,dqn,pqn] [--games Breakout-MinAtar,...] [--steps 1e7]
+                                [--seeds 2] [--out runs/reference] [--readme README.md]
+
+Each (agent, game) pair is one ``python -m rlkit train`` run with the pair's preset (``rlkit/presets.py``)
+into ``OUT/AGENT-GAME``, its seeds vmapped in one compile. A pair that finished is read back, not
+trained again; one that was stopped continues from its last checkpoint (``--resume``), so a long
+reference run survives being killed. The table gives, per pair, the mean final greedy return over the
+seeds with its 95% Student-t interval, beside the published gymnax-blines PPO figure at 1e7 steps.
+It goes to ``OUT/reference.md``, and with ``--readme`` between the README's reference markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rlkit import presets  # noqa: E402
+from rlkit.config import parse_steps  # noqa: E402
+from rlkit.stats import mean_interval  # noqa: E402
+
+# gymnax-blines' PPO (MLP on the flattened image) at 1e7 steps, as its README reports them.
+GYMNAX_BLINES_PPO = {"Breakout-MinAtar": 28, "SpaceInvaders-MinAtar": 131, "Asterix-MinAtar": 15,
+                     "Freeway-MinAtar": 58}
+START, END = "<!-- reference:start -->", "<!-- reference:end -->"
+
+
+def train(agent: str, game: str, steps: int, seeds: int, out: Path) -> dict:
+    """The pair's results.json, training (or resuming) it first if it has not finished."""
+    results = out / "results.json"
+    if not results.exists():
+        command = [sys.executable, "-m", "rlkit", "train", "--agent", agent, "--env", game, "--steps", str(steps),
+                   "--seeds", str(seeds), "--out", str(out), "--chunks", "20", "--checkpoint-every-minutes", "10"]
+        if (out / "run.json").exists():
+            command.append("--resume")
+        print("$", " ".join(command[1:]), flush=True)
+        subprocess.run(command, check=True, cwd=ROOT)
+    return json.loads(results.read_text())
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| game | agent | steps | seeds | mean final greedy return | 95% interval | gymnax-blines PPO |",
+             "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        estimate = mean_interval(row["final_eval_return"]["per_seed"])
+        published = GYMNAX_BLINES_PPO.get(row["env"], "")
+        lines.append(f"| {row['env']} | {row['agent']} | {row['total_steps']:.2g} | {estimate.n} | {estimate.mean:.1f} "
+                     f"| [{estimate.low:.1f}, {estimate.high:.1f}] | {published} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_readme(readme: Path, text: str) -> None:
+    content = readme.read_text()
+    if START not in content or END not in content:
+        raise SystemExit(f"--readme: {readme} has no {START} ... {END} markers to write the table between")
+    head, rest = content.split(START, 1)
+    readme.write_text(head + START + "\n" + text + END + rest.split(END, 1)[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--agents", default="ppo,dqn,pqn")
+    parser.add_argument("--games", default=",".join(presets.MINATAR_GAMES))
+    parser.add_argument("--steps", type=parse_steps, default=10_000_000)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "reference")
+    parser.add_argument("--readme", type=Path, default=None)
+    args = parser.parse_args()
+    agents, games = args.agents.split(","), args.games.split(",")
+    for agent in agents:
+        for game in games:
+            if presets.get(agent, game) is None:
+                parser.error(f"--agents/--games: no preset for ({agent}, {game}); the MinAtar presets are for "
+                             f"ppo, dqn and pqn on {', '.join(presets.MINATAR_GAMES)}")
+    rows = [train(agent, game, args.steps, args.seeds, args.out / f"{agent}-{game}") for game in games for agent in agents]
+    text = table(rows)
+    (args.out / "reference.md").write_text(text)
+    print(text)
+    if args.readme:
+        write_readme(args.readme, text)
+
+
+if __name__ == "__main__":
+    main()
