@@ -51,8 +51,9 @@ def table(rows: list[dict]) -> str:
     for row in rows:
         estimate = mean_interval(row["final_eval_return"]["per_seed"])
         published = GYMNAX_BLINES_PPO.get(row["env"], "")
-        lines.append(f"| {row['env']} | {row['agent']} | {row['total_steps']:.2g} | {estimate.n} | {estimate.mean:.1f} "
-                     f"| [{estimate.low:.1f}, {estimate.high:.1f}] | {published} |")
+        interval = f"[{estimate.low:.1f}, {estimate.high:.1f}]" if estimate.n > 1 else "(one seed)"
+        lines.append(f"| {row['env']} | {row['agent']} | {row['total_steps']:,} | {estimate.n} | {estimate.mean:.1f} "
+                     f"| {interval} | {published} |")
     return "\n".join(lines) + "\n"
 
 

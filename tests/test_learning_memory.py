@@ -1,7 +1,7 @@
 """Do the agents that learn from sequences and stale behaviour learn? Fixed seeds, fixed thresholds.
 
-Each test trains 4 seeds vmapped in one compile and checks the mean final greedy return
-(32 episodes per seed). The memory task is CartPole-v1 with both velocities hidden
+Each test trains 4 seeds (2 for recurrent PPO and R2D2, for CI time: 460 and 500, 500 and 500 measured)
+vmapped in one compile and checks the mean final greedy return (32 episodes per seed). The memory task is CartPole-v1 with both velocities hidden
 (``observe=(0, 2)``: cart position and pole angle only).
 """
 
@@ -16,6 +16,7 @@ from rlkit.agents import impala, ppo, r2d2, recurrent_ppo
 pytestmark = pytest.mark.learning
 
 SEEDS = [0, 1, 2, 3]
+TWO_SEEDS = [0, 1]  # for the slowest tests (CI time)
 MASKED = (0, 2)
 
 
@@ -32,11 +33,12 @@ def final_eval(module, config, steps, observe=None, seeds=SEEDS):
 def test_recurrent_ppo_solves_velocity_masked_cartpole_where_feedforward_ppo_cannot():
     preset = presets.get("recurrent_ppo", "CartPole-v1")
     assert preset.steps <= 1_000_000
-    recurrent = final_eval(recurrent_ppo, presets.config_for("recurrent_ppo", "CartPole-v1"), preset.steps, MASKED)
+    recurrent = final_eval(recurrent_ppo, presets.config_for("recurrent_ppo", "CartPole-v1"), preset.steps, MASKED,
+                           seeds=TWO_SEEDS)
     # Feedforward PPO on the same masked task, budget and rollout shape (its own network).
     shared = {f.name: getattr(presets.config_for("recurrent_ppo", "CartPole-v1"), f.name)
               for f in dataclasses.fields(ppo.Config) if f.name != "hidden_sizes"}
-    feedforward = final_eval(ppo, ppo.Config(**shared), preset.steps, MASKED)
+    feedforward = final_eval(ppo, ppo.Config(**shared), preset.steps, MASKED, seeds=TWO_SEEDS)
     assert recurrent.mean() >= 400, recurrent
     assert feedforward.mean() <= 0.5 * recurrent.mean(), (feedforward, recurrent)
 
@@ -66,5 +68,5 @@ def test_without_v_trace_a_stale_fast_learner_collapses_more_often():
 
 def test_r2d2_solves_velocity_masked_cartpole():
     preset = presets.get("r2d2", "CartPole-v1")
-    per_seed = final_eval(r2d2, presets.config_for("r2d2", "CartPole-v1"), preset.steps, MASKED)
+    per_seed = final_eval(r2d2, presets.config_for("r2d2", "CartPole-v1"), preset.steps, MASKED, seeds=TWO_SEEDS)
     assert per_seed.mean() >= 400, per_seed
