@@ -63,9 +63,11 @@ class QNetwork(nn.Module):
 
     num_actions: int
     hidden_size: int = 120
+    observation_ndim: int = 1  # axes of one observation (3 for an image): flattened first
 
     @nn.compact
     def __call__(self, obs):
+        obs = obs.reshape(*obs.shape[: obs.ndim - self.observation_ndim], -1)  # an image, flattened
         x = nn.relu(nn.Dense(self.hidden_size)(obs))
         x = nn.relu(nn.Dense(self.hidden_size)(x))
         return nn.Dense(self.num_actions)(x)
@@ -106,7 +108,7 @@ def double_q_loss(params, target_params, batch: rlkit.Transition, network: QNetw
 
 def make(config: Config, spec: rlkit.EnvSpec, total_steps: int | None = None) -> rlkit.Agent:
     """Build DQN for a discrete-action environment; ``total_steps`` sets the lr annealing horizon."""
-    network = QNetwork(spec.num_actions, config.hidden_size)
+    network = QNetwork(spec.num_actions, config.hidden_size, len(spec.observation_shape))
     env_steps_per_update = config.num_envs * config.num_steps
     learning_rate = config.learning_rate
     if config.anneal_lr and total_steps:

@@ -67,9 +67,12 @@ class ActorCritic(nn.Module):
     action_size: int
     continuous: bool
     hidden_size: int = 64
+    observation_ndim: int = 1  # axes of one observation (3 for an image): flattened first
 
     @nn.compact
     def __call__(self, obs):
+        obs = obs.reshape(*obs.shape[: obs.ndim - self.observation_ndim], -1)  # an image, flattened
+
         def dense(features, scale=np.sqrt(2)):
             # rlkit's orthogonal init draws what flax's does, and is safe to vmap over seeds on a CPU
             return nn.Dense(features, kernel_init=rlkit.networks.orthogonal(scale))
@@ -138,7 +141,7 @@ def ppo_loss(params, batch: Minibatch, network: ActorCritic, distribution, confi
 def make(config: Config, spec: rlkit.EnvSpec, total_steps: int | None = None) -> rlkit.Agent:
     """Build PPO for ``spec``'s action space; ``total_steps`` sets the lr annealing horizon."""
     continuous = spec.action_kind == "continuous"
-    network = ActorCritic(spec.num_actions, continuous, config.hidden_size)
+    network = ActorCritic(spec.num_actions, continuous, config.hidden_size, len(spec.observation_shape))
     distribution = rlax.gaussian_diagonal() if continuous else rlax.softmax()
     batch_size = config.num_envs * config.num_steps
     minibatch_size = batch_size // config.num_minibatches

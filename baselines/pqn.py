@@ -61,9 +61,11 @@ class QNetwork(nn.Module):
 
     num_actions: int
     hidden_size: int = 64
+    observation_ndim: int = 1  # axes of one observation (3 for an image): flattened first
 
     @nn.compact
     def __call__(self, obs):
+        obs = obs.reshape(*obs.shape[: obs.ndim - self.observation_ndim], -1)  # an image, flattened
         x = obs
         for _ in range(2):
             x = nn.relu(nn.LayerNorm()(nn.Dense(self.hidden_size)(x)))
@@ -95,7 +97,7 @@ def q_lambda_returns(reward, terminated, truncated, next_value, gamma, td_lambda
 
 def make(config: Config, spec: rlkit.EnvSpec, total_steps: int | None = None) -> rlkit.Agent:
     """Build PQN for a discrete-action environment; ``total_steps`` sets the lr annealing horizon."""
-    network = QNetwork(spec.num_actions, config.hidden_size)
+    network = QNetwork(spec.num_actions, config.hidden_size, len(spec.observation_shape))
     batch_size = config.num_envs * config.num_steps
     minibatch_size = batch_size // config.num_minibatches
     learning_rate = config.learning_rate

@@ -64,9 +64,12 @@ class RecurrentActorCritic(nn.Module):
 
     num_actions: int
     hidden_size: int = 64
+    observation_ndim: int = 1  # axes of one observation (3 for an image): flattened first
 
     @nn.compact
     def __call__(self, memory, obs):
+        obs = obs.reshape(*obs.shape[: obs.ndim - self.observation_ndim], -1)  # an image, flattened
+
         def dense(features, scale=np.sqrt(2)):
             # rlkit's orthogonal init draws what flax's does, and is safe to vmap over seeds on a CPU
             return nn.Dense(features, kernel_init=rlkit.networks.orthogonal(scale))
@@ -147,7 +150,7 @@ def make(config: Config, spec: rlkit.EnvSpec, total_steps: int | None = None) ->
     """Build recurrent PPO for ``spec``'s discrete actions; ``total_steps`` sets the lr annealing horizon."""
     if spec.action_kind != "discrete":
         raise ValueError("this recurrent PPO has a softmax policy: it needs discrete actions")
-    network = RecurrentActorCritic(spec.num_actions, config.hidden_size)
+    network = RecurrentActorCritic(spec.num_actions, config.hidden_size, len(spec.observation_shape))
     envs_per_minibatch = config.num_envs // config.num_minibatches
     steps_per_rollout = config.num_epochs * config.num_minibatches
     learning_rate = config.learning_rate

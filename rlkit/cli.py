@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--env", required=True, help="environment id (see the list below)")
     train.add_argument(
         "--observe", type=parse_indices, default=None, metavar="I,J,...",
-        help="device backend: keep only these components of the flat observation, e.g. --observe 0,2 on "
+        help="device backend: keep only these components of a vector observation, e.g. --observe 0,2 on "
              "CartPole-v1 shows cart position and pole angle and hides the velocities (a memory task)",
     )
     train.add_argument(

@@ -70,6 +70,13 @@ class Dataset(NamedTuple):
         """``[episodes]``: undiscounted return of each episode."""
         return np.add.reduceat(self.rewards, np.concatenate([[0], np.cumsum(self.episode_lengths)[:-1]]))
 
+    def shaped(self, observation_shape: tuple[int, ...]) -> Dataset:
+        """The dataset with its observations in ``observation_shape``: a flat recording reshaped (``check_fits``
+        first)."""
+        size = len(self.rewards)
+        return self._replace(observations=self.observations.reshape(size, *observation_shape),
+                             next_observations=self.next_observations.reshape(size, *observation_shape))
+
     def check_fits(self, spec: EnvSpec, env_id: str) -> None:
         """Raise a one-line ValueError unless the dataset fits ``spec`` and was recorded on ``env_id``'s task.
 
@@ -79,7 +86,8 @@ class Dataset(NamedTuple):
         recorded = self.metadata.get("rlkit", {}).get("env")
         if recorded is not None and _task(recorded) != _task(env_id):
             raise ValueError(f"{name}: recorded on {recorded}, not on --env {env_id}")
-        if self.observations.shape[1:] != tuple(spec.observation_shape):
+        shape, flat = tuple(spec.observation_shape), (int(np.prod(spec.observation_shape)),)
+        if self.observations.shape[1:] not in (shape, flat):  # flat: recorded before images kept their shape
             raise ValueError(f"{name}: observations of shape {self.observations.shape[1:]}, but {env_id}'s are "
                              f"{tuple(spec.observation_shape)}")
         discrete = _action_kind(self.actions) == "discrete"
@@ -195,16 +203,22 @@ def load(path_or_id: str | Path) -> Dataset:
         raise ValueError(f"dataset {path}: discrete actions of shape {joined['actions'].shape[1:]} per step; "
                          "one action index per step is allowed")
     return Dataset(
-        observations=joined["observations"].reshape(len(joined["rewards"]), -1).astype(np.float32),
+        observations=_float32_steps(joined["observations"]),
         actions=joined["actions"].reshape(-1).astype(np.int32) if discrete else
         joined["actions"].reshape(len(joined["rewards"]), -1).astype(np.float32),
         rewards=joined["rewards"].astype(np.float32),
         terminations=joined["terminations"].astype(bool),
         truncations=joined["truncations"].astype(bool),
-        next_observations=joined["next_observations"].reshape(len(joined["rewards"]), -1).astype(np.float32),
+        next_observations=_float32_steps(joined["next_observations"]),
         episode_lengths=np.asarray(lengths, np.int64),
         metadata=metadata, path=path,
     )
+
+
+def _float32_steps(observations: np.ndarray) -> np.ndarray:
+    """``[steps, *observation_shape]`` float32 observations (scalar ones as ``[steps, 1]``), shapes kept."""
+    observations = observations.astype(np.float32)
+    return observations[:, None] if observations.ndim == 1 else observations
 
 
 class Episode(NamedTuple):

@@ -129,7 +129,8 @@ class Conv(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         if jax.default_backend() != "cpu":
             strides = (self.stride, self.stride)
-            y = jax.lax.conv_general_dilated(x, kernel, strides, self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            layout = ("NHWC", "HWIO", "NHWC")
+            y = jax.lax.conv_general_dilated(x, kernel, strides, self.padding, dimension_numbers=layout)
         else:
             x = _padded(x, self.kernel, self.stride) if self.padding == "SAME" else x
             y = _patches(x, self.kernel, self.stride) @ kernel.reshape(-1, self.features)
@@ -235,7 +236,7 @@ def _torso(module: nn.Module, obs: jax.Array, layer_norm: bool = False) -> jax.A
 
 
 class CategoricalActorCritic(nn.Module):
-    """Separate policy and value MLPs; returns (logits, value); ``value(obs)`` runs the critic alone."""
+    """Separate policy and value torsos; returns (logits, value); ``value(obs)`` runs the critic alone."""
 
     num_actions: int
     hidden_sizes: Sequence[int] = (64, 64)
@@ -259,7 +260,7 @@ class CategoricalActorCritic(nn.Module):
 
 
 class GaussianActorCritic(nn.Module):
-    """Separate policy and value MLPs for continuous actions; returns (mean, log_std, value).
+    """Separate policy and value torsos for continuous actions; returns (mean, log_std, value).
 
     ``log_std`` is one learned vector, independent of the state; ``value(obs)`` runs the critic alone.
     """
@@ -288,7 +289,8 @@ class GaussianActorCritic(nn.Module):
 
 
 class QNetwork(nn.Module):
-    """Action values from an MLP torso; with ``dueling`` a value + advantage head (Wang et al., 2016).
+    """Action values from a torso (``Encoder`` then an MLP); with ``dueling`` a value + advantage head
+    (Wang et al., 2016).
 
     ``noisy``: the output layers are ``NoisyDense`` (noise drawn when called with ``noise=True``).
     """
@@ -314,7 +316,8 @@ class QNetwork(nn.Module):
 
 
 class CategoricalActor(nn.Module):
-    """Action logits ``[..., num_actions]`` from an MLP torso: a softmax policy (behaviour cloning, IQL)."""
+    """Action logits ``[..., num_actions]`` from a torso (``Encoder`` then an MLP): a softmax policy (behaviour
+    cloning, IQL)."""
 
     num_actions: int
     hidden_sizes: Sequence[int] = (256, 256)
@@ -416,7 +419,8 @@ class DeterministicActor(nn.Module):
 
 
 class ContinuousQNetwork(nn.Module):
-    """``Q(s, a)`` for continuous actions: an MLP over the observation and action, concatenated.
+    """``Q(s, a)`` for continuous actions: an MLP over the observation's features (its ``Encoder``) and the
+    action, concatenated.
 
     With ``num_atoms`` > 0, logits ``[..., num_atoms]`` of a categorical return distribution (D4PG).
     """
@@ -452,7 +456,7 @@ def zero_memory(kind: str, size: int, batch_size: int):
 
 
 class RecurrentActorCritic(nn.Module):
-    """One step of an MLP torso, a recurrent core and policy and value heads.
+    """One step of a torso (``Encoder`` then an MLP), a recurrent core and policy and value heads.
 
     ``(memory, obs) -> (memory, policy_output, value)``: ``policy_output`` is logits, or for
     ``continuous`` a ``(mean, log_std)`` pair (a learned, state-independent log-std).
@@ -481,7 +485,8 @@ class RecurrentActorCritic(nn.Module):
 
 
 class RecurrentQNetwork(nn.Module):
-    """One step of an MLP torso, an LSTM (or GRU) core and a Q head: ``(memory, obs) -> (memory, q)``.
+    """One step of a torso (``Encoder`` then an MLP), an LSTM (or GRU) core and a Q head:
+    ``(memory, obs) -> (memory, q)``.
 
     With ``dueling`` a value + advantage head (Wang et al., 2016), as in R2D2.
     """

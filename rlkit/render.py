@@ -36,7 +36,7 @@ class Episode(NamedTuple):
     """One recorded episode: per step, the environment state and observation after it."""
 
     states: Any  # the gymnax state pytree, leading axis [length]
-    observations: np.ndarray  # [length, obs_dim] (flat, as the agent saw them)
+    observations: np.ndarray  # [length, *observation_shape] (as the agent saw them)
     rewards: np.ndarray  # [length]
 
     @property

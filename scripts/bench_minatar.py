@@ -67,7 +67,8 @@ def rlkit_run(steps: int, sets: dict) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rejax", metavar="PEER_PYTHON", help="the interpreter that has rejax (.venv-peers/bin/python)")
+    parser.add_argument("--rejax", metavar="PEER_PYTHON",
+                        help="the interpreter that has rejax (.venv-peers/bin/python)")
     parser.add_argument("--steps", type=float, default=1e6)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--as-rejax", action="store_true", help=argparse.SUPPRESS)
@@ -90,7 +91,8 @@ def main() -> None:
         rows["rejax_mlp"].append(theirs["steps_per_s"])
         cnn = next(r for r in rlkit_run(steps, {}) if r["kind"] == "train")
         rows["rlkit_cnn"].append(cnn["steps_per_s"])
-        print(f"round {round_ + 1}: rlkit MLP {train['steps_per_s']:,.0f} steps/s (return {train['final_eval_return']:.1f}), "
+        print(f"round {round_ + 1}: rlkit MLP {train['steps_per_s']:,.0f} steps/s "
+              f"(return {train['final_eval_return']:.1f}), "
               f"rejax MLP {theirs['steps_per_s']:,.0f} (return {theirs['final_eval_return']:.1f}), "
               f"rlkit CNN preset {cnn['steps_per_s']:,.0f} (return {cnn['final_eval_return']:.1f})", flush=True)
     median = {name: statistics.median(values) for name, values in rows.items()}

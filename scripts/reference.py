@@ -35,13 +35,20 @@ START, END = "<!-- reference:start -->", "<!-- reference:end -->"
 def train(agent: str, game: str, steps: int, seeds: int, out: Path) -> dict:
     """The pair's results.json, training (or resuming) it first if it has not finished."""
     results = out / "results.json"
-    if not results.exists():
-        command = [sys.executable, "-m", "rlkit", "train", "--agent", agent, "--env", game, "--steps", str(steps),
-                   "--seeds", str(seeds), "--out", str(out), "--chunks", "20", "--checkpoint-every-minutes", "10"]
-        if (out / "run.json").exists():
-            command.append("--resume")
-        print("$", " ".join(command[1:]), flush=True)
-        subprocess.run(command, check=True, cwd=ROOT)
+    if results.exists():
+        done = json.loads(results.read_text())
+        # rlkit train rounds the budget down to whole iterations (a few thousand steps)
+        if not 0.95 * steps <= done["total_steps"] <= steps or len(done["seeds"]) != seeds:
+            raise SystemExit(f"--out: {out} holds a finished run of {done['total_steps']:,} steps and "
+                             f"{len(done['seeds'])} seeds, not --steps {steps:,} and --seeds {seeds}; "
+                             "choose another --out")
+        return done
+    command = [sys.executable, "-m", "rlkit", "train", "--agent", agent, "--env", game, "--steps", str(steps),
+               "--seeds", str(seeds), "--out", str(out), "--chunks", "20", "--checkpoint-every-minutes", "10"]
+    if (out / "run.json").exists():
+        command.append("--resume")
+    print("$", " ".join(command[1:]), flush=True)
+    subprocess.run(command, check=True, cwd=ROOT)
     return json.loads(results.read_text())
 
 
@@ -74,13 +81,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "reference")
     parser.add_argument("--readme", type=Path, default=None)
     args = parser.parse_args()
+    args.out = args.out.resolve()  # rlkit train runs from the repository's root
     agents, games = args.agents.split(","), args.games.split(",")
     for agent in agents:
         for game in games:
             if presets.get(agent, game) is None:
                 parser.error(f"--agents/--games: no preset for ({agent}, {game}); the MinAtar presets are for "
                              f"ppo, dqn and pqn on {', '.join(presets.MINATAR_GAMES)}")
-    rows = [train(agent, game, args.steps, args.seeds, args.out / f"{agent}-{game}") for game in games for agent in agents]
+    rows = [train(agent, game, args.steps, args.seeds, args.out / f"{agent}-{game}")
+            for game in games for agent in agents]
     text = table(rows)
     (args.out / "reference.md").write_text(text)
     print(text)

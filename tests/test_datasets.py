@@ -69,6 +69,24 @@ def test_load_gives_every_step_with_its_next_observation(saved):
     np.testing.assert_array_equal(steps.obs_t[11], episodes[1].observations[-1])
 
 
+def test_image_episodes_keep_their_shape_and_flat_recordings_are_reshaped(tmp_path):
+    spec = make_env("Breakout-MinAtar").spec
+    rng = np.random.default_rng(1)
+    episode = Episode(observations=(rng.random((4, 10, 10, 4)) > 0.5).astype(np.float32), actions=np.array([0, 1, 2]),
+                      rewards=np.ones(3, np.float32), terminations=np.array([False, False, True]),
+                      truncations=np.zeros(3, bool))
+    info = {**INFO, "env": "Breakout-MinAtar"}
+    dataset = datasets.load(datasets.save(tmp_path / "breakout-test-v0", [episode], spec, info))
+    assert dataset.observations.shape == dataset.next_observations.shape == (3, 10, 10, 4)
+    dataset.check_fits(spec, "Breakout-MinAtar")
+    flat = dataset._replace(observations=dataset.observations.reshape(3, 400),
+                            next_observations=dataset.next_observations.reshape(3, 400))
+    flat.check_fits(spec, "Breakout-MinAtar")  # recorded by an rlkit that flattened images
+    np.testing.assert_array_equal(flat.shaped(spec.observation_shape).next_observations, episode.observations[1:])
+    with pytest.raises(ValueError, match=r"observations of shape \(399,\)"):
+        flat._replace(observations=flat.observations[:, :399]).check_fits(spec, "Breakout-MinAtar")
+
+
 def test_collected_episodes_end_as_the_environment_ended_them():
     for env_id, ends in (("CartPole-v1", "terminated"), ("Pendulum-v1", "truncated")):
         env = make_env(env_id)

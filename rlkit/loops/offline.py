@@ -69,6 +69,7 @@ def make_offline_trainer(
     experience = agent_module.experience(config)
     check_agent(getattr(agent_module, "__name__", "agent").rsplit(".", 1)[-1], agent_module, config)
     dataset.check_fits(env.spec, env.env_id)
+    dataset = dataset.shaped(env.spec.observation_shape)
     if experience.batch_size > dataset.num_steps:
         raise ValueError(f"batch_size={experience.batch_size} is larger than the dataset's {dataset.num_steps} steps")
     plan = loop.plan_chunks(run.total_steps, 1, run.num_chunks)  # an iteration is one gradient step
