@@ -162,15 +162,19 @@ def _spec_from_gymnax(env: Any, params: Any) -> EnvSpec:
     )
 
 
+SUITE_IDS = ("craftax:Craftax-Classic-Symbolic-v1", "craftax:Craftax-Symbolic-v1")  # the craftax extra
+
+
 def env_ids() -> list[str]:
-    """Every environment id ``make`` accepts."""
+    """Every environment id ``make`` accepts: gymnax's, then the optional suites' (prefixed)."""
     import gymnax
 
-    return list(gymnax.registered_envs)
+    return [*gymnax.registered_envs, *SUITE_IDS]
 
 
 def make(env_id: str, observe: tuple[int, ...] | None = None, **env_kwargs: Any) -> DeviceEnv:
-    """Make a device environment from a gymnax id (classic control, bsuite, MinAtar, misc).
+    """Make a device environment from a gymnax id (classic control, bsuite, MinAtar, misc) or a suite's
+    prefixed id (``craftax:Craftax-Classic-Symbolic-v1``, with the craftax extra).
 
     ``observe`` keeps only those components of a vector observation (partial observability).
 
@@ -187,6 +191,10 @@ def make(env_id: str, observe: tuple[int, ...] | None = None, **env_kwargs: Any)
             f"env: unknown environment id {env_id!r}.{hint} "
             f"Known ids: {', '.join(known)}."
         )
+    if env_id.startswith("craftax:"):
+        from rlkit.envs import craftax
+
+        return DeviceEnv(*craftax.make(env_id.split(":", 1)[1], **env_kwargs), env_id, observe)
     env, params = gymnax.make(env_id, **env_kwargs)
     return DeviceEnv(env, params, env_id, observe)
 
