@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rlkit import networks
+from rlkit import torsos
 from rlkit.agents import dqn, ppo
 from rlkit.networks import orthogonal
 from rlkit.types import EnvSpec
@@ -43,7 +43,7 @@ def test_conv_as_patches_matches_xlas_convolution(kernel, stride, padding, size)
     x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
     w = jax.random.normal(jax.random.key(1), (kernel, kernel, 3, 5))
     expected = jax.lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    ours = jax.jit(lambda x, w: networks._patches(networks._padded(x, kernel, stride) if padding == "SAME" else x,
+    ours = jax.jit(lambda x, w: torsos._patches(torsos._padded(x, kernel, stride) if padding == "SAME" else x,
                                                  kernel, stride) @ w.reshape(-1, 5))(x, w)
     np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-4)
 
@@ -53,7 +53,7 @@ def test_conv_as_patches_matches_xlas_convolution(kernel, stride, padding, size)
                                                     ("nature_cnn", (36, 36, 4), 64),
                                                     ("impala_resnet", (10, 10, 6), 2 * 2 * 32)])
 def test_image_torsos_flatten_one_observation_behind_any_batch_axes(torso, image, features):
-    encoder = networks.Encoder(torso, observation_ndim=3)
+    encoder = torsos.Encoder(torso, observation_ndim=3)
     params = jax.jit(encoder.init)(jax.random.key(0), jnp.zeros((1, *image)))
     obs = jax.random.uniform(jax.random.key(1), (3, 2, *image))  # [time, batch, H, W, C]
     apply = jax.jit(encoder.apply)
@@ -64,9 +64,9 @@ def test_image_torsos_flatten_one_observation_behind_any_batch_axes(torso, image
 
 def test_mlp_torso_flattens_images_and_keeps_vectors():
     image = jnp.arange(2 * 10 * 10 * 4, dtype=jnp.float32).reshape(2, 10, 10, 4)
-    np.testing.assert_array_equal(networks.Encoder("mlp", 3).apply({}, image), image.reshape(2, 400))
+    np.testing.assert_array_equal(torsos.Encoder("mlp", 3).apply({}, image), image.reshape(2, 400))
     vector = jnp.ones((5, 3, 4))
-    np.testing.assert_array_equal(networks.Encoder("mlp", 1).apply({}, vector), vector)
+    np.testing.assert_array_equal(torsos.Encoder("mlp", 1).apply({}, vector), vector)
 
 
 def test_a_torso_that_cannot_read_the_observations_is_refused_in_one_line():

@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import optax
 
 from rlkit import config as cfg
-from rlkit.networks import CategoricalActor, DeterministicActor, activation_fn, check_torso, torso_fields
+from rlkit.networks import CategoricalActor, DeterministicActor, activation_fn
+from rlkit.torsos import check_torso, torso_fields
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Transition, split_weights
 
 

@@ -24,7 +24,8 @@ import numpy as np
 
 from rlkit import config as cfg
 from rlkit.agents import dqn, sac
-from rlkit.networks import activation_fn, check_torso
+from rlkit.networks import activation_fn
+from rlkit.torsos import check_torso
 from rlkit.types import Agent, EnvSpec, ExperienceSpec, Transition
 
 

@@ -32,7 +32,8 @@ import rlax
 from rlkit import config as cfg
 from rlkit import parallel
 from rlkit.agents.ppo import Categorical
-from rlkit.networks import CategoricalActorCritic, activation_fn, check_torso, torso_fields
+from rlkit.networks import CategoricalActorCritic, activation_fn
+from rlkit.torsos import check_torso, torso_fields
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Trajectory
 
 

@@ -28,17 +28,8 @@ import optax
 import rlax
 
 from rlkit import config as cfg
-from rlkit.networks import (
-    MLP,
-    CategoricalActor,
-    ContinuousQNetwork,
-    Encoder,
-    GaussianActor,
-    QNetwork,
-    activation_fn,
-    check_torso,
-    torso_fields,
-)
+from rlkit.networks import MLP, CategoricalActor, ContinuousQNetwork, GaussianActor, QNetwork, activation_fn
+from rlkit.torsos import Encoder, check_torso, torso_fields
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Transition, split_weights
 
 

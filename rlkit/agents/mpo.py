@@ -34,7 +34,8 @@ import rlax
 
 from rlkit import config as cfg
 from rlkit.agents import td3
-from rlkit.networks import ContinuousQNetwork, SquashedGaussianActor, activation_fn, check_torso, torso_fields
+from rlkit.networks import ContinuousQNetwork, SquashedGaussianActor, activation_fn
+from rlkit.torsos import check_torso, torso_fields
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Transition, split_weights
 
 

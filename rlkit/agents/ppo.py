@@ -33,7 +33,8 @@ import rlax
 
 from rlkit import config as cfg
 from rlkit import parallel
-from rlkit.networks import CategoricalActorCritic, GaussianActorCritic, activation_fn, check_torso, torso_fields
+from rlkit.networks import CategoricalActorCritic, GaussianActorCritic, activation_fn
+from rlkit.torsos import check_torso, torso_fields
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Trajectory
 
 

@@ -30,7 +30,8 @@ import rlax
 
 from rlkit import config as cfg
 from rlkit import networks
-from rlkit.networks import RecurrentQNetwork, activation_fn, check_torso, torso_fields, zero_memory
+from rlkit.networks import RecurrentQNetwork, activation_fn, zero_memory
+from rlkit.torsos import check_torso, torso_fields
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Trajectory, episode_starts, split_weights
 
 

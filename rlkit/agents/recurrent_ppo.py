@@ -26,7 +26,8 @@ import optax
 from rlkit import config as cfg
 from rlkit import networks
 from rlkit.agents import ppo
-from rlkit.networks import RecurrentActorCritic, torso_fields, zero_memory
+from rlkit.networks import RecurrentActorCritic, zero_memory
+from rlkit.torsos import torso_fields
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Trajectory, episode_starts
 
 

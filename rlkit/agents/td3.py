@@ -29,7 +29,8 @@ import optax
 import rlax
 
 from rlkit import config as cfg
-from rlkit.networks import ContinuousQNetwork, DeterministicActor, activation_fn, check_torso, torso_fields
+from rlkit.networks import ContinuousQNetwork, DeterministicActor, activation_fn
+from rlkit.torsos import check_torso, torso_fields
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Transition, split_weights
 
 
