@@ -81,6 +81,9 @@ def test_every_preset_traces_with_all_its_floats_as_program_inputs():
 
     pairs = sorted({(agent, env_id) for agent, env_id in presets.PRESETS if env_id in envs.env_ids()
                     and not agents.get(agent).experience(presets.config_for(agent, env_id)).needs_dataset})
+    # The MinAtar games share their settings (and shapes, but the channels): one game per agent is enough.
+    pairs = [(agent, env_id) for agent, env_id in pairs
+             if env_id not in presets.MINATAR_GAMES or env_id == presets.MINATAR_GAMES[0]]
     assert len(pairs) >= 10, pairs
     for agent, env_id in pairs:
         module, cfg = agents.get(agent), presets.config_for(agent, env_id)
