@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +26,14 @@ SETTINGS = {"num_envs": 64, "num_steps": 128, "num_epochs": 4, "num_minibatches"
             "max_grad_norm": 0.5, "gamma": 0.99, "gae_lambda": 0.95, "clip_eps": 0.2, "ent_coef": 0.01,
             "vf_coef": 0.5}
 BENCH = Path(__file__).resolve().parent / "bench.py"
+
+
+def run_json(command: list[str]) -> dict:
+    """bench.py's: run a process that writes JSON to the path after --json (imported late: bench imports rlkit)."""
+    sys.path.insert(0, str(BENCH.parent))
+    from bench import run_json as bench_run_json
+
+    return bench_run_json(command)
 
 
 def as_rejax(steps: int, out: Path) -> None:
@@ -49,13 +55,6 @@ def as_rejax(steps: int, out: Path) -> None:
     out.write_text(json.dumps({"compile_s": compiled_at - start, "run_s": done - compiled_at, "steps": steps,
                                "steps_per_s": steps / (done - compiled_at),
                                "final_eval_return": float(returns[:, -1].mean())}))
-
-
-def run_json(command: list[str]) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "result.json"
-        subprocess.run([*command, "--json", str(out)], check=True, stdout=subprocess.DEVNULL)
-        return json.loads(out.read_text())
 
 
 def rlkit_run(steps: int, sets: dict) -> list[dict]:

@@ -74,7 +74,7 @@ class IQLState(NamedTuple):
 
 
 class ValueNetwork(nn.Module):
-    """``V(s)`` from a torso (``rlkit.networks.Encoder`` then an MLP)."""
+    """``V(s)`` from a torso (``rlkit.torsos.Encoder`` then an MLP)."""
 
     hidden_sizes: tuple[int, ...]
     activation: str

@@ -48,7 +48,7 @@ class Craftax(environment.Environment):
 
     def step_env(self, key: jax.Array, state: Any, action: jax.Array, params: CraftaxParams):
         obs, state, reward, terminated, _ = self.inner.step_env(key, state, action, params.inner)
-        return obs, state, jnp.asarray(reward, jnp.float32), terminated, {}
+        return obs, state, reward, terminated, {}  # DeviceEnv casts the reward to float32
 
     def reset_env(self, key: jax.Array, params: CraftaxParams):
         return self.inner.reset_env(key, params.inner)

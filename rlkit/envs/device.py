@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from gymnax.environments import spaces
 
+from rlkit.envs import craftax
 from rlkit.types import EnvSpec
 
 
@@ -89,7 +90,7 @@ class DeviceEnv:
 
     def _observation(self, obs: jax.Array) -> jax.Array:
         obs = jnp.reshape(obs, self._shape).astype(jnp.float32)
-        return obs if self.observe is None else obs[jnp.asarray(self.observe)]
+        return obs if self.observe is None else obs[np.asarray(self.observe)]
 
     @property
     def max_episode_steps(self) -> int:
@@ -162,7 +163,7 @@ def _spec_from_gymnax(env: Any, params: Any) -> EnvSpec:
     )
 
 
-SUITE_IDS = ("craftax:Craftax-Classic-Symbolic-v1", "craftax:Craftax-Symbolic-v1")  # the craftax extra
+SUITE_IDS = tuple(f"craftax:{game}" for game in craftax.GAMES)  # the craftax extra
 
 
 def env_ids() -> list[str]:
@@ -192,8 +193,6 @@ def make(env_id: str, observe: tuple[int, ...] | None = None, **env_kwargs: Any)
             f"Known ids: {', '.join(known)}."
         )
     if env_id.startswith("craftax:"):
-        from rlkit.envs import craftax
-
         return DeviceEnv(*craftax.make(env_id.split(":", 1)[1], **env_kwargs), env_id, observe)
     env, params = gymnax.make(env_id, **env_kwargs)
     return DeviceEnv(env, params, env_id, observe)
