@@ -26,9 +26,10 @@ header="# Regenerate both locks: bash scripts/lock.sh   (install: bash scripts/e
 # Both worlds carry the host environments (envs: gymnasium, dm-control, mujoco) for rlkit.envs.make_host,
 # W&B logging and what executes the quickstart notebook.
 # The Reverb world also carries Ray (the distributed extra); the core world does not need it.
-# The core world also carries the offline extra (Minari needs numpy 2, so the Reverb world cannot) and Craftax.
+# The core world also carries the offline extra (Minari needs numpy 2, so the Reverb world cannot) and the
+# on-device suites beyond gymnax (Brax, Craftax, Jumanji).
 "$UV" pip compile pyproject.toml --extra dev --extra tensorboard --extra envs --extra wandb --extra notebook \
-  --extra offline --extra craftax "${common[@]}" "$@" \
+  --extra offline --extra craftax --extra brax --extra jumanji "${common[@]}" "$@" \
   -o requirements/core.lock
 "$UV" pip compile pyproject.toml --extra reverb --extra distributed --extra dev --extra tensorboard --extra envs --extra wandb \
   --extra notebook \

@@ -1,14 +1,17 @@
-"""Reference results on MinAtar: PPO, DQN and PQN with the MinAtar CNN, a markdown table of the returns.
+"""Reference results: PPO, DQN and PQN on MinAtar with the MinAtar CNN, PPO on Brax; a markdown table.
 
     python scripts/reference.py [--agents ppo,dqn,pqn] [--games Breakout-MinAtar,...] [--steps 1e7]
                                 [--seeds 2] [--out runs/reference] [--readme README.md]
+    python scripts/reference.py --agents ppo --games brax:inverted_pendulum      (the brax extra)
 
 Each (agent, game) pair is one ``python -m rlkit train`` run with the pair's preset (``rlkit/presets.py``)
-into ``OUT/AGENT-GAME``, its seeds vmapped in one compile. A pair that finished is read back, not
-trained again; one that was stopped continues from its last checkpoint (``--resume``), so a long
-reference run survives being killed. The table gives, per pair, the mean final greedy return over the
-seeds with its 95% Student-t interval, beside the published gymnax-blines PPO figure at 1e7 steps.
-It goes to ``OUT/reference.md``, and with ``--readme`` between the README's reference markers.
+into ``OUT/AGENT-GAME`` (``:`` as ``-``), its seeds vmapped in one compile, for ``--steps`` (the preset's budget unless
+given: 1e7 on MinAtar). A pair that finished is read back, not trained again; one that was stopped
+continues from its last checkpoint (``--resume``), so a long reference run survives being killed.
+The table has a row for every finished pair under ``OUT`` (so runs of several calls share one table):
+the mean final greedy return over the seeds with its 95% Student-t interval, beside the published
+gymnax-blines PPO figure at 1e7 steps on MinAtar. It goes to ``OUT/reference.md``, and with
+``--readme`` between the README's reference markers.
 """
 
 from __future__ import annotations
@@ -32,9 +35,10 @@ GYMNAX_BLINES_PPO = {"Breakout-MinAtar": 28, "SpaceInvaders-MinAtar": 131, "Aste
 START, END = "<!-- reference:start -->", "<!-- reference:end -->"
 
 
-def train(agent: str, game: str, steps: int, seeds: int, out: Path) -> dict:
+def train(agent: str, game: str, steps: int | None, seeds: int, out: Path) -> dict:
     """The pair's results.json, training (or resuming) it first if it has not finished."""
     results = out / "results.json"
+    steps = steps or presets.get(agent, game).steps
     if results.exists():
         done = json.loads(results.read_text())
         # rlkit train rounds the budget down to whole iterations (a few thousand steps)
@@ -52,8 +56,15 @@ def train(agent: str, game: str, steps: int, seeds: int, out: Path) -> dict:
     return json.loads(results.read_text())
 
 
+def finished(out: Path) -> list[dict]:
+    """The results of every finished pair under ``out``, MinAtar first, in ``MINATAR_GAMES``' order."""
+    rows = [json.loads(path.read_text()) for path in sorted(out.glob("*/results.json"))]
+    order = {game: i for i, game in enumerate(presets.MINATAR_GAMES)}
+    return sorted(rows, key=lambda row: (order.get(row["env"], len(order)), row["env"], row["agent"]))
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| game | agent | steps | seeds | mean final greedy return | 95% interval | gymnax-blines PPO |",
+    lines = ["| game | agent | steps | seeds | mean final greedy return | 95% interval | gymnax-blines PPO (1e7) |",
              "|---|---|---|---|---|---|---|"]
     for row in rows:
         estimate = mean_interval(row["final_eval_return"]["per_seed"])
@@ -76,7 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--agents", default="ppo,dqn,pqn")
     parser.add_argument("--games", default=",".join(presets.MINATAR_GAMES))
-    parser.add_argument("--steps", type=parse_steps, default=10_000_000)
+    parser.add_argument("--steps", type=parse_steps, default=None, help="default: each preset's budget")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "reference")
     parser.add_argument("--readme", type=Path, default=None)
@@ -86,11 +97,13 @@ def main() -> None:
     for agent in agents:
         for game in games:
             if presets.get(agent, game) is None:
-                parser.error(f"--agents/--games: no preset for ({agent}, {game}); the MinAtar presets are for "
-                             f"ppo, dqn and pqn on {', '.join(presets.MINATAR_GAMES)}")
-    rows = [train(agent, game, args.steps, args.seeds, args.out / f"{agent}-{game}")
-            for game in games for agent in agents]
-    text = table(rows)
+                parser.error(f"--agents/--games: no preset for ({agent}, {game}); the reference presets are "
+                             f"ppo, dqn and pqn on {', '.join(presets.MINATAR_GAMES)}, and ppo on "
+                             "brax:inverted_pendulum")
+    for game in games:
+        for agent in agents:
+            train(agent, game, args.steps, args.seeds, args.out / f"{agent}-{game.replace(':', '-')}")
+    text = table(finished(args.out))
     (args.out / "reference.md").write_text(text)
     print(text)
     if args.readme:

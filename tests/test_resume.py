@@ -123,3 +123,16 @@ def test_resume_refuses_a_different_run(tmp_path):
             path.write_bytes(b"garbage")
     broken = subprocess.run([*cmd, *base, "--resume"], capture_output=True, text=True, timeout=300)
     assert broken.returncode == 2 and "unreadable" in broken.stderr, broken.stderr[-2000:]
+
+
+def test_a_checkpoint_keeps_prng_keys_and_empty_arrays(tmp_path):
+    """Orbax refuses zero-size arrays, which MJX physics states (Brax) hold; they come back as they were."""
+    from rlkit.runs.checkpoint import restore_state, save_state
+
+    state = {"key": jax.random.key(3), "empty": np.zeros((2, 0), np.float32), "weights": np.arange(3, dtype=np.float32)}
+    save_state(tmp_path / "state", state)
+    like = {"key": jax.random.key(0), "empty": np.zeros((2, 0), np.float32), "weights": np.zeros(3, np.float32)}
+    restored = restore_state(tmp_path / "state", like)
+    assert restored["empty"].shape == (2, 0) and restored["empty"].dtype == np.float32
+    np.testing.assert_array_equal(jax.random.key_data(restored["key"]), jax.random.key_data(state["key"]))
+    np.testing.assert_array_equal(restored["weights"], state["weights"])

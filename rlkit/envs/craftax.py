@@ -11,7 +11,6 @@ Needs the ``craftax`` extra (``pip install 'rlkit[craftax]'``; the core world ha
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 import jax
@@ -19,8 +18,9 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from rlkit.envs.suite import NEVER, require, step_limit
+
 GAMES = ("Craftax-Classic-Symbolic-v1", "Craftax-Symbolic-v1")
-NEVER = 2**31 - 1  # Craftax's own time limit, lifted: this adapter keeps it as a truncation
 
 
 @struct.dataclass
@@ -71,12 +71,7 @@ class Craftax(environment.Environment):
 def make(game: str, max_steps_in_episode: int | None = None) -> tuple[Craftax, CraftaxParams]:
     """The Craftax ``game`` (one of ``GAMES``) and its parameters (Craftax's step limit unless
     ``max_steps_in_episode``); a one-line error without craftax."""
-    if importlib.util.find_spec("craftax") is None:
-        raise ValueError(f"env: craftax:{game} needs the craftax extra (pip install 'rlkit[craftax]')")
+    require("craftax", f"craftax:{game}", "craftax")
     env = Craftax(game)
     params = env.default_params
-    if max_steps_in_episode is not None:
-        if max_steps_in_episode < 1:
-            raise ValueError(f"max_steps_in_episode must be >= 1, got {max_steps_in_episode}")
-        params = params.replace(max_steps_in_episode=int(max_steps_in_episode))
-    return env, params
+    return env, params.replace(max_steps_in_episode=step_limit(params.max_steps_in_episode, max_steps_in_episode))

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from gymnax.environments import spaces
 
-from rlkit.envs import craftax
+from rlkit.envs import brax, craftax, jumanji
 from rlkit.types import EnvSpec
 
 
@@ -163,7 +163,8 @@ def _spec_from_gymnax(env: Any, params: Any) -> EnvSpec:
     )
 
 
-SUITE_IDS = tuple(f"craftax:{game}" for game in craftax.GAMES)  # the craftax extra
+SUITES = {"brax": brax, "craftax": craftax, "jumanji": jumanji}  # prefix: adapter module (each an extra)
+SUITE_IDS = tuple(f"{prefix}:{game}" for prefix, suite in SUITES.items() for game in suite.GAMES)
 
 
 def env_ids() -> list[str]:
@@ -175,7 +176,9 @@ def env_ids() -> list[str]:
 
 def make(env_id: str, observe: tuple[int, ...] | None = None, **env_kwargs: Any) -> DeviceEnv:
     """Make a device environment from a gymnax id (classic control, bsuite, MinAtar, misc) or a suite's
-    prefixed id (``craftax:Craftax-Classic-Symbolic-v1``, with the craftax extra).
+    prefixed id (``brax:inverted_pendulum``, ``craftax:Craftax-Classic-Symbolic-v1``, ``jumanji:Snake-v1``;
+    each suite needs its extra). ``env_kwargs`` go to gymnax or the suite's adapter (for the suites:
+    ``max_steps_in_episode``, and Brax's ``backend``).
 
     ``observe`` keeps only those components of a vector observation (partial observability).
 
@@ -192,8 +195,9 @@ def make(env_id: str, observe: tuple[int, ...] | None = None, **env_kwargs: Any)
             f"env: unknown environment id {env_id!r}.{hint} "
             f"Known ids: {', '.join(known)}."
         )
-    if env_id.startswith("craftax:"):
-        return DeviceEnv(*craftax.make(env_id.split(":", 1)[1], **env_kwargs), env_id, observe)
+    prefix, _, game = env_id.partition(":")
+    if prefix in SUITES:
+        return DeviceEnv(*SUITES[prefix].make(game, **env_kwargs), env_id, observe)
     env, params = gymnax.make(env_id, **env_kwargs)
     return DeviceEnv(env, params, env_id, observe)
 

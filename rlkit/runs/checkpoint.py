@@ -32,30 +32,70 @@ def _is_key(x: Any) -> bool:
     return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
+def _host_leaf(x: Any) -> Any:
+    """A leaf as orbax writes it: a PRNG key as its raw uint32 data, an empty array as nothing (orbax
+    refuses zero-size arrays, and MJX physics states hold some)."""
+    if _is_key(x):
+        return jax.random.key_data(x)
+    return None if x.size == 0 else x
+
+
 def _to_host(run_state: Any) -> Any:
-    """Numpy copies of the run state's arrays, PRNG keys as their raw uint32 data."""
-    return jax.device_get(jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, run_state))
+    """Numpy copies of the run state's arrays as orbax writes them (``_host_leaf``)."""
+    return jax.device_get(jax.tree.map(_host_leaf, run_state))
 
 
-def _abstract(like: Any) -> Any:
-    host_like = jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, like)
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), host_like)
+def abstract(like: Any) -> Any:
+    """The shapes and dtypes orbax restores for a state shaped like ``like`` (``_host_leaf``'s form)."""
+    shapes = jax.eval_shape(lambda tree: jax.tree.map(_host_leaf, tree), like)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), shapes)
 
 
 def _from_host(saved: Any, like: Any) -> Any:
-    """Arrays shaped like ``like`` (keys re-wrapped with ``like``'s PRNG implementation)."""
+    """Arrays shaped like ``like``: keys re-wrapped with ``like``'s PRNG implementation, empty arrays made again."""
 
-    def restore(value, reference):
+    def restore(reference, value):
+        if value is None:
+            return jnp.zeros(reference.shape, reference.dtype)
         if _is_key(reference):
             return jax.random.wrap_key_data(jnp.asarray(value), impl=jax.random.key_impl(reference))
         return jnp.asarray(value, dtype=reference.dtype)
 
-    return jax.tree.map(restore, saved, like)
+    return jax.tree.map(restore, like, saved, is_leaf=lambda x: x is None)
 
 
 def has_checkpoints(run_dir: str | Path) -> bool:
     directory = Path(run_dir) / CHECKPOINT_DIR
     return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
+def check_schedule(keep: int, every_steps: int | None, every_minutes: float | None) -> None:
+    """One-line errors for checkpoint options out of range (``--keep-checkpoints``, ``--checkpoint-every-*``)."""
+    if keep < 1:
+        raise ValueError(f"--keep-checkpoints must be >= 1, got {keep}")
+    if every_steps is not None and every_steps <= 0:
+        raise ValueError(f"--checkpoint-every-steps must be > 0, got {every_steps}")
+    if every_minutes is not None and every_minutes <= 0:
+        raise ValueError(f"--checkpoint-every-minutes must be > 0, got {every_minutes}")
+
+
+class Schedule:
+    """When to checkpoint: once ``every_steps`` steps or ``every_minutes`` minutes have passed since the
+    last checkpoint (either may be None: never by that measure)."""
+
+    def __init__(self, every_steps: int | None, every_minutes: float | None):
+        self.every_steps = every_steps
+        self.every_seconds = None if every_minutes is None else 60.0 * every_minutes
+        self.saved(0)
+
+    def due(self, steps: int) -> bool:
+        if self.every_steps is not None and steps - self._last_steps >= self.every_steps:
+            return True
+        return self.every_seconds is not None and time.monotonic() - self._last_time >= self.every_seconds
+
+    def saved(self, steps: int) -> None:
+        """A checkpoint was written (or restored) at ``steps``: the next one counts from here."""
+        self._last_steps, self._last_time = steps, time.monotonic()
 
 
 class Checkpointer:
@@ -75,33 +115,21 @@ class Checkpointer:
     ):
         import orbax.checkpoint as ocp
 
-        if keep < 1:
-            raise ValueError(f"--keep-checkpoints must be >= 1, got {keep}")
-        if every_steps is not None and every_steps <= 0:
-            raise ValueError(f"--checkpoint-every-steps must be > 0, got {every_steps}")
-        if every_minutes is not None and every_minutes <= 0:
-            raise ValueError(f"--checkpoint-every-minutes must be > 0, got {every_minutes}")
+        check_schedule(keep, every_steps, every_minutes)
         self._ocp = ocp
         self.directory = (Path(run_dir) / CHECKPOINT_DIR).resolve()
         self.identity = dict(identity)
-        self.every_steps = every_steps
-        self.every_seconds = None if every_minutes is None else 60.0 * every_minutes
+        self.schedule = Schedule(every_steps, every_minutes)
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=keep, create=True, enable_async_checkpointing=False
             ),
         )
-        self._last_time = time.monotonic()
-        self._last_steps = 0
 
     def due(self, steps: int, final: bool) -> bool:
         """Whether a checkpoint is due after a chunk that ended at ``steps`` (environment or gradient steps)."""
-        if final:
-            return True
-        if self.every_steps is not None and steps - self._last_steps >= self.every_steps:
-            return True
-        return self.every_seconds is not None and time.monotonic() - self._last_time >= self.every_seconds
+        return final or self.schedule.due(steps)
 
     def save(self, chunks_done: int, run_state: Any, steps: int, progress: Mapping[str, Any]) -> None:
         """Write the run state after ``chunks_done`` chunks (a blocking save: the run state is donated next)."""
@@ -114,8 +142,7 @@ class Checkpointer:
             ),
         )
         self._manager.wait_until_finished()
-        self._last_time = time.monotonic()
-        self._last_steps = steps
+        self.schedule.saved(steps)
 
     def restore_latest(self, like: Any) -> Restored:
         """The newest checkpoint, checked against this run's identity; ``like`` is a fresh run state."""
@@ -140,14 +167,14 @@ class Checkpointer:
             )
         try:
             saved = self._manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(like)))
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract(like)))
             ).state
         except Exception as error:
             raise ValueError(
                 f"--resume: checkpoint {self.directory / str(step)} does not fit this run's state "
                 f"({type(error).__name__}: {error})"
             ) from error
-        self._last_steps = int(metadata.get("steps", metadata.get("env_steps", 0)))  # env_steps: before offline runs
+        self.schedule.saved(int(metadata.get("steps", metadata.get("env_steps", 0))))  # env_steps: before offline runs
         return Restored(_from_host(saved, like), int(metadata["chunks_done"]), metadata)
 
     def close(self) -> None:
@@ -203,5 +230,5 @@ def restore_state(path: str | Path, like: Any) -> Any:
     import orbax.checkpoint as ocp
 
     with ocp.StandardCheckpointer() as checkpointer:
-        saved = checkpointer.restore(Path(path).resolve(), _abstract(like))
+        saved = checkpointer.restore(Path(path).resolve(), abstract(like))
     return _from_host(saved, like)

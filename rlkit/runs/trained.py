@@ -144,14 +144,14 @@ def _load_device(run_dir: Path, results: dict[str, Any], module: Any, config: An
 def _from_last_checkpoint(run_dir: Path, trainer: Any, seeds: list[int]) -> Any:
     import orbax.checkpoint as ocp
 
-    from rlkit.runs.checkpoint import CHECKPOINT_DIR
+    from rlkit.runs.checkpoint import CHECKPOINT_DIR, abstract
     from rlkit.runs.runner import seed_keys
 
     directory = (run_dir / CHECKPOINT_DIR).resolve()
     if not directory.is_dir():
         raise ValueError(f"RUN_DIR {run_dir}: neither final_states/ nor checkpoints/ is there (were they "
                          "deleted?); the trained state is gone")
-    raw = jax.eval_shape(lambda k: _key_data(jax.vmap(trainer.init)(k, {})), seed_keys(seeds))
+    raw = abstract(jax.eval_shape(lambda k: jax.vmap(trainer.init)(k, {}), seed_keys(seeds)))
     manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
     try:
         step = manager.latest_step()
@@ -165,11 +165,6 @@ def _from_last_checkpoint(run_dir: Path, trainer: Any, seeds: list[int]) -> Any:
             raise _does_not_fit(run_dir, error) from None
     finally:
         manager.close()
-
-
-def _key_data(tree: Any) -> Any:
-    is_key = lambda x: jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)  # noqa: E731
-    return jax.tree.map(lambda x: jax.random.key_data(x) if is_key(x) else x, tree)
 
 
 def _load_host(run_dir: Path, results: dict[str, Any], module: Any, config: Any) -> TrainedRun:
