@@ -253,7 +253,8 @@ def train_command(args: argparse.Namespace) -> int:
         if writer is None:  # opened after a restore, so it knows where the logger was
             writer = records.MetricsWriter(run_dir, keep_lines=resumed["metrics_lines"])
             if args.tensorboard:
-                board = TensorBoardWriter(run_dir, seeds, purge_step=resumed.get("steps", resumed.get("env_steps")) if resuming else None)
+                resumed_steps = resumed.get("steps", resumed.get("env_steps")) if resuming else None
+                board = TensorBoardWriter(run_dir, seeds, resumed_steps=resumed_steps)
         steps = int(np.max(metrics[steps_name]))
         chunk_steps = plan.iterations_per_chunk * plan.steps_per_iteration * len(seeds)
         sps = chunk_steps / max(elapsed - last["elapsed"], 1e-9)

@@ -59,13 +59,13 @@ def _check_resources(job: Job, gpus: float) -> None:
 
 def _keep_replay_checkpoint(job: Job, name: str | None) -> None:
     """Before a resumed replay server starts: keep only the checkpoint the learner's checkpoint names."""
-    from rlkit.runs.reverb_runner import _keep_replay_checkpoints
+    from rlkit.runs.reverb_runner import keep_replay_checkpoints
 
     directory = replay_directory(job)
     if name is None or not (directory / name).is_dir():
         raise ValueError(f"--resume: the replay checkpoint {directory / str(name)} that the learner's last checkpoint "
                          "names is missing; start a new --out")
-    _keep_replay_checkpoints(directory, [name])
+    keep_replay_checkpoints(directory, [name])
 
 
 def start_processes(job: Job, cluster: RayCluster, resume: bool, log: Callable[[str], Any]) -> dict[str, Any]:

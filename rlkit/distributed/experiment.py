@@ -15,7 +15,6 @@ and ``rlkit.load``), the learner's and the replay's checkpoints, and Ray's sessi
 
 from __future__ import annotations
 
-import importlib.util
 import time
 import uuid
 from pathlib import Path
@@ -78,8 +77,8 @@ def run(
 
     ``metrics_every`` (default a tenth of the budget): environment steps between metrics lines, each with a
     greedy evaluation of ``settings.eval_episodes`` episodes. ``checkpoint_every_steps`` and
-    ``checkpoint_every_minutes``: the learner and the replay checkpoint at the first metrics line past
-    every multiple of either (default: neither, so no checkpoints); ``resume``
+    ``checkpoint_every_minutes``: the learner and the replay checkpoint at the first metrics line once either
+    has passed since the last checkpoint (default: neither, so no checkpoints); ``resume``
     continues the run in ``out`` from its last checkpoint. ``tensorboard`` also writes the metrics lines to
     ``OUT/tensorboard/seed_S``; ``wandb`` (``WandbWriter``'s keyword arguments: project, entity, group, mode)
     logs them to Weights & Biases. Returns the driver's result (final state, final returns, steps, updates,
@@ -88,7 +87,7 @@ def run(
     from rlkit import config as cfg
     from rlkit.distributed import driver
     from rlkit.runs import rundir
-    from rlkit.runs.checkpoint import save_state
+    from rlkit.runs.checkpoint import Schedule, check_schedule, save_state
     from rlkit.runs.reverb_runner import MetricsTable
 
     if settings is None:
@@ -99,13 +98,8 @@ def run(
         metrics_every = max(1, total_steps // 10)
     if metrics_every < 1 or total_steps < 1:
         raise ValueError(f"total_steps and metrics_every must be >= 1, got {total_steps} and {metrics_every}")
-    for option, value in (("checkpoint_every_steps", checkpoint_every_steps),
-                          ("checkpoint_every_minutes", checkpoint_every_minutes)):
-        if value is not None and value <= 0:
-            raise ValueError(f"{option} must be > 0, got {value}")
-    for wanted, module, extra in ((tensorboard, "tensorboardX", "tensorboard"), (wandb is not None, "wandb", "wandb")):
-        if wanted and importlib.util.find_spec(module) is None:
-            raise ValueError(f"--{extra} needs {module}: pip install 'rlkit[{extra}]'")
+    check_schedule(1, checkpoint_every_steps, checkpoint_every_minutes)
+    rundir.check_trackers(tensorboard, wandb is not None)
     check(agent_module, config, env, total_steps, settings)
     name = agent_module.__name__.rsplit(".", 1)[-1]
     identity = {
@@ -122,16 +116,13 @@ def run(
               name=f"rlkit-{uuid.uuid4().hex[:8]}")
     table = MetricsTable(run_dir, 1)
     started = time.time()
-    last_checkpoint = {"multiple": 0, "time": time.monotonic()}
+    schedule = Schedule(checkpoint_every_steps, checkpoint_every_minutes)
 
-    def checkpoint_due(steps: int) -> bool:
-        by_steps = checkpoint_every_steps is not None and steps // checkpoint_every_steps > last_checkpoint["multiple"]
-        by_time = (checkpoint_every_minutes is not None
-                   and time.monotonic() - last_checkpoint["time"] >= 60 * checkpoint_every_minutes)
-        if by_steps or by_time:
-            last_checkpoint["multiple"] = steps // (checkpoint_every_steps or 1)
-            last_checkpoint["time"] = time.monotonic()
-        return by_steps or by_time
+    def checkpoint_due(steps: int) -> bool:  # the learner checkpoints when the driver says so
+        due = schedule.due(steps)
+        if due:
+            schedule.saved(steps)
+        return due
 
     resumed_steps = None
     if opened.resume:
@@ -140,7 +131,7 @@ def run(
         _, metadata = load(run_dir)
         resumed_steps = int(metadata.get("steps", 0))
         table.history[0] = list(metadata.get("history", []))
-        last_checkpoint["multiple"] = resumed_steps // (checkpoint_every_steps or 1)
+        schedule.saved(resumed_steps)
         table.write()
     trackers = _trackers(run_dir, identity, seed, tensorboard, wandb, resumed_steps)
 
@@ -187,10 +178,10 @@ def _versions() -> dict[str, str]:
 class _Board:
     """The metrics lines as TensorBoard scalars against environment steps."""
 
-    def __init__(self, run_dir: Path, seed: int, purge_step: int | None):
-        from rlkit.runs.reverb_runner import _board
+    def __init__(self, run_dir: Path, seed: int, resumed_steps: int | None):
+        from rlkit.runs.reverb_runner import seed_board
 
-        self.writer = _board(run_dir, seed, purge_step)
+        self.writer = seed_board(run_dir, seed, resumed_steps)
 
     def __call__(self, line: dict) -> None:
         for name, value in line.items():
@@ -225,7 +216,7 @@ def _trackers(run_dir: Path, identity: dict, seed: int, tensorboard: bool, wandb
               resumed_steps: int | None) -> list:
     trackers: list = []
     if tensorboard:  # a resumed run rewrites what came after its checkpoint
-        trackers.append(_Board(run_dir, seed, purge_step=None if resumed_steps is None else resumed_steps + 1))
+        trackers.append(_Board(run_dir, seed, resumed_steps))
     if wandb is not None:
         trackers.append(_Wandb(run_dir, identity, seed, wandb))
     return trackers

@@ -183,11 +183,11 @@ class LearnerProcess:
             **progress, "updates": updates, "replay_checkpoint": replay_path.name,
             "insert_priority": self.insert_priority,
         })
-        from rlkit.runs.reverb_runner import _keep_replay_checkpoints, _replay_checkpoints
+        from rlkit.runs.reverb_runner import keep_replay_checkpoints, replay_checkpoints
 
         directory = replay_directory(self.job)
-        keep = [p.name for p in _replay_checkpoints(directory)[-self.keep:]]  # names are timestamps
-        _keep_replay_checkpoints(directory, keep + [replay_path.name])
+        newest = [p.name for p in replay_checkpoints(directory)[-self.keep:]]  # names are timestamps
+        keep_replay_checkpoints(directory, {*newest, replay_path.name})
         return replay_path.name, before, after
 
     def final_state(self) -> tuple[Any, int]:

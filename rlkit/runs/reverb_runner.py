@@ -21,6 +21,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +41,16 @@ def require_reverb() -> None:
         raise ValueError(WORLD_HINT)
 
 
-def _replay_checkpoints(directory: Path) -> list[Path]:
+def replay_checkpoints(directory: Path) -> list[Path]:
     """Reverb checkpoint directories under ``directory``, oldest first (their names are timestamps)."""
     if not directory.is_dir():
         return []
     return sorted(p for p in directory.iterdir() if p.is_dir())
 
 
-def _keep_replay_checkpoints(directory: Path, keep: list[str]) -> None:
-    for path in _replay_checkpoints(directory):
+def keep_replay_checkpoints(directory: Path, keep: Collection[str]) -> None:
+    """Delete the Reverb checkpoints under ``directory`` whose names are not in ``keep``."""
+    for path in replay_checkpoints(directory):
         if path.name not in keep:
             shutil.rmtree(path, ignore_errors=True)
 
@@ -289,8 +291,8 @@ def _train_seeds(
         replay_dir = run_dir / REPLAY_DIR / f"seed_{seed}"
         resuming = args.resume and seed_index == run["seed_index"] and run["seed_chunks"] > 0
         if resuming:
-            _keep_replay_checkpoints(replay_dir, [run["replay_checkpoint"]])
-            if not _replay_checkpoints(replay_dir):
+            keep_replay_checkpoints(replay_dir, [run["replay_checkpoint"]])
+            if not replay_checkpoints(replay_dir):
                 raise ValueError(
                     f"--resume: the replay checkpoint {replay_dir / run['replay_checkpoint']} is missing; "
                     "start a new --out"
@@ -314,7 +316,7 @@ def _train_seeds(
             run["compile_seconds"] += compile_seconds
             progress.note(f"seed {seed}: compiled in {compile_seconds:.1f} s; training")
             if args.tensorboard:
-                boards[seed] = _board(run_dir, seed, experiment.env_steps + 1 if resuming else None)  # keeps the checkpoint's point
+                boards[seed] = seed_board(run_dir, seed, experiment.env_steps if resuming else None)
             for chunk in range(run["seed_chunks"], num_chunks):
                 start = time.perf_counter()
                 metrics = experiment.train(steps_per_chunk)
@@ -334,7 +336,7 @@ def _train_seeds(
                 if chunk + 1 < num_chunks and checkpointer.due(done_steps, final=False):
                     run["counters"] = experiment.counters()
                     run["replay_checkpoint"] = Path(experiment.checkpoint_replay()).name
-                    _keep_replay_checkpoints(replay_dir, [p.name for p in _replay_checkpoints(replay_dir)]
+                    keep_replay_checkpoints(replay_dir, [p.name for p in replay_checkpoints(replay_dir)]
                                              [-args.keep_checkpoints:])
                     checkpointer.save(seed_index * num_chunks + chunk + 1, experiment.run_state(), done_steps,
                                       {**run, "env_steps": done_steps, "history": table.history})
@@ -361,9 +363,8 @@ def _train_seeds(
         shutil.rmtree(replay_dir, ignore_errors=True)
 
 
-def _board(run_dir: Path, seed: int, purge_step: int | None) -> Any:
-    try:
-        from tensorboardX import SummaryWriter
-    except ImportError as error:
-        raise ValueError("--tensorboard needs tensorboardX: pip install 'rlkit[tensorboard]'") from error
-    return SummaryWriter(str(run_dir / "tensorboard" / f"seed_{seed}"), purge_step=purge_step)
+def seed_board(run_dir: Path, seed: int, resumed_steps: int | None) -> Any:
+    """The TensorBoard writer of one seed of a host run (``OUT/tensorboard/seed_S``)."""
+    from rlkit.runs.tensorboard import TENSORBOARD_DIR, summary_writer
+
+    return summary_writer(run_dir / TENSORBOARD_DIR / f"seed_{seed}", resumed_steps)

@@ -44,17 +44,19 @@ class OpenedRun(NamedTuple):
 
 def check_run_options(args: Any) -> None:
     """The ``train`` options that do not depend on the agent, checked before ``--out`` is touched."""
+    from rlkit.runs.checkpoint import check_schedule
+
+    check_schedule(args.keep_checkpoints, args.checkpoint_every_steps, args.checkpoint_every_minutes)
+    check_trackers(getattr(args, "tensorboard", False), getattr(args, "wandb", False))
+
+
+def check_trackers(tensorboard: bool, wandb: bool) -> None:
+    """A one-line error for ``--tensorboard`` or ``--wandb`` without its extra."""
     import importlib.util
 
-    if args.keep_checkpoints < 1:
-        raise ValueError(f"--keep-checkpoints must be >= 1, got {args.keep_checkpoints}")
-    if args.checkpoint_every_steps is not None and args.checkpoint_every_steps <= 0:
-        raise ValueError(f"--checkpoint-every-steps must be > 0, got {args.checkpoint_every_steps}")
-    if args.checkpoint_every_minutes is not None and args.checkpoint_every_minutes <= 0:
-        raise ValueError(f"--checkpoint-every-minutes must be > 0, got {args.checkpoint_every_minutes}")
-    if getattr(args, "wandb", False) and importlib.util.find_spec("wandb") is None:
+    if wandb and importlib.util.find_spec("wandb") is None:
         raise ValueError("--wandb needs wandb: pip install 'rlkit[wandb]' (or wandb)")
-    if getattr(args, "tensorboard", False) and importlib.util.find_spec("tensorboardX") is None:
+    if tensorboard and importlib.util.find_spec("tensorboardX") is None:
         raise ValueError("--tensorboard needs tensorboardX: pip install 'rlkit[tensorboard]' (or tensorboardX)")
 
 

@@ -7,25 +7,32 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 TENSORBOARD_DIR = "tensorboard"
 
 
+def summary_writer(directory: Path, resumed_steps: int | None) -> Any:
+    """A tensorboardX writer into ``directory``. A run resumed from a checkpoint at ``resumed_steps``
+    hides what the stopped run wrote after it (like ``metrics.jsonl``) and keeps the checkpoint's own
+    point: TensorBoard hides every event at or after the purge step."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError as error:
+        raise ValueError(
+            "--tensorboard needs tensorboardX: pip install 'rlkit[tensorboard]' (or tensorboardX)"
+        ) from error
+    return SummaryWriter(str(directory), purge_step=None if resumed_steps is None else int(resumed_steps) + 1)
+
+
 class TensorBoardWriter:
     """Writes each chunk's metrics as scalars: ``NAME/mean`` and ``NAME/seed_S`` at the env step."""
 
-    def __init__(self, run_dir: Path, seeds: Sequence[int], purge_step: int | None = None):
-        try:
-            from tensorboardX import SummaryWriter
-        except ImportError as error:
-            raise ValueError(
-                "--tensorboard needs tensorboardX: pip install 'rlkit[tensorboard]' (or tensorboardX)"
-            ) from error
+    def __init__(self, run_dir: Path, seeds: Sequence[int], resumed_steps: int | None = None):
         self.seeds = list(seeds)
-        # purge_step drops events a killed run wrote after its last checkpoint, like metrics.jsonl.
-        self._writer = SummaryWriter(str(run_dir / TENSORBOARD_DIR), purge_step=purge_step)
+        self._writer = summary_writer(run_dir / TENSORBOARD_DIR, resumed_steps)
 
     def write(self, env_steps: int, mean: Mapping[str, float], per_seed: Mapping[str, np.ndarray]) -> None:
         for name, value in mean.items():

@@ -129,3 +129,22 @@ def test_backend_reverb_validates_before_starting(tmp_path, capsys, reverb_modul
         assert code == 2 and message in capsys.readouterr().err, args
         assert time.perf_counter() - start < 10
         assert not (tmp_path / "x").exists()
+
+
+def test_a_resumed_tensorboard_log_keeps_the_checkpoints_point_and_hides_what_came_after(tmp_path):
+    """What TensorBoard shows after a resume (its reader applies the purge; the Reverb world has it via TF)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from rlkit.runs.tensorboard import summary_writer
+
+    first = summary_writer(tmp_path, resumed_steps=None)
+    for step in (10, 20, 30):  # a checkpoint at 20, then killed after writing 30
+        first.add_scalar("return", float(step), step)
+    first.close()
+    time.sleep(1.1)  # the event files are named by the second they were opened in, and read in that order
+    resumed = summary_writer(tmp_path, resumed_steps=20)
+    resumed.add_scalar("return", -30.0, 30)
+    resumed.close()
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("return")] == [(10, 10.0), (20, 20.0), (30, -30.0)]
