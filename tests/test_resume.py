@@ -136,3 +136,16 @@ def test_a_checkpoint_keeps_prng_keys_and_empty_arrays(tmp_path):
     assert restored["empty"].shape == (2, 0) and restored["empty"].dtype == np.float32
     np.testing.assert_array_equal(jax.random.key_data(restored["key"]), jax.random.key_data(state["key"]))
     np.testing.assert_array_equal(restored["weights"], state["weights"])
+
+
+def test_the_checkpoint_schedule_fires_past_each_multiple_without_drift():
+    """Distributed runs check at metrics lines a few steps past each multiple; the checkpoints must not drift."""
+    from rlkit.runs.checkpoint import Schedule
+
+    schedule, fired = Schedule(every_steps=10_000, every_minutes=None), []
+    for steps in range(5_003, 60_000, 5_000):
+        if schedule.due(steps):
+            schedule.saved(steps)
+            fired.append(steps)
+    assert fired == [10_003, 20_003, 30_003, 40_003, 50_003]
+    assert not Schedule(every_steps=None, every_minutes=None).due(10**9)

@@ -30,6 +30,7 @@ from rlkit.distributed.cluster import LOOPBACK, RayCluster, free_port
 from rlkit.distributed.job import DistributedSettings, Job, replay_directory
 from rlkit.distributed.learner import LearnerProcess
 from rlkit.distributed.processes import ActorProcess, EvaluatorProcess, ReplayProcess, StepCounter
+from rlkit.runs.checkpoint import Schedule
 from rlkit.runs.runner import EVAL_SEED
 
 CALL_TIMEOUT_S = 300.0  # the longest the driver waits for one call (a checkpoint, an evaluation, a start)
@@ -126,14 +127,14 @@ def run_job(
     final_eval_episodes: int = 20,
     ray_address: str | None = None,
     resume: bool = False,
-    checkpoint_due: Callable[[int], bool] = lambda steps: False,
+    checkpoints: Schedule | None = None,
     on_metrics: Callable[[dict], Any] | None = None,
     quiet: bool = False,
     log: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
     """Train ``job`` on Ray; returns the final state, evaluations and counts (see the module docstring).
 
-    ``checkpoint_due(env_steps)`` says after each metrics line whether to checkpoint; ``on_metrics`` gets
+    ``checkpoints`` says after each metrics line whether to checkpoint (None: never); ``on_metrics`` gets
     every metrics line as it is written; ``quiet`` keeps the processes' own log lines off the terminal.
     """
     cluster = RayCluster(Path(job.run_dir), ray_address, num_cpus=_local_cpus(job.settings), quiet=quiet)
@@ -160,7 +161,7 @@ def run_job(
         pids["actors"] = ray.get([a.pid.remote() for a in named["actors"]], timeout=CALL_TIMEOUT_S)
         log(f"processes: {pids}")
         log(f"actors on nodes: {ray.get([a.node.remote() for a in named['actors']], timeout=CALL_TIMEOUT_S)}")
-        return _supervise(job, named, started, pids, metrics_every, final_eval_episodes, checkpoint_due,
+        return _supervise(job, named, started, pids, metrics_every, final_eval_episodes, checkpoints,
                           on_metrics, log)
     except Exception as error:
         stopped = _stopped(error, roles, Path(job.run_dir))
@@ -210,7 +211,7 @@ def _local_cpus(settings: DistributedSettings) -> int:
     return max(os.cpu_count() or 1, 1 + math.ceil(settings.num_actors * settings.actor_cpus))
 
 
-def _supervise(job, named, started, pids, metrics_every, final_eval_episodes, checkpoint_due, on_metrics, log):
+def _supervise(job, named, started, pids, metrics_every, final_eval_episodes, checkpoints, on_metrics, log):
     import ray
 
     learner, counter, evaluator = named["learner"], named["counter"], named["evaluator"]
@@ -266,8 +267,9 @@ def _supervise(job, named, started, pids, metrics_every, final_eval_episodes, ch
             f"training return {line['episode_return']:.1f}, {line['steps_per_second']:.0f} steps/s")
         if on_metrics is not None:
             on_metrics(line)
-        if steps < job.total_steps and checkpoint_due(steps):
-            _checkpoint(named, started, lines_written, steps, status, history, line["elapsed_seconds"], log)
+        if steps < job.total_steps and checkpoints is not None and checkpoints.due(steps):
+            if _checkpoint(named, started, lines_written, steps, status, history, line["elapsed_seconds"], log):
+                checkpoints.saved(steps)  # a failed one is tried again at the next line
         last_progress = time.monotonic()  # the evaluation and the checkpoint are not a stall
     # The budget is spent: each actor sees it at its next report. One that cannot come back (its node gone and
     # no room elsewhere) is not waited for beyond a minute; it is ended with the rest.
@@ -289,8 +291,9 @@ def _supervise(job, named, started, pids, metrics_every, final_eval_episodes, ch
     }
 
 
-def _checkpoint(named, started, lines_written, steps, status, history, run_seconds, log) -> None:
-    """The learner checkpoints the replay, then itself; a failure (the replay server restarting) is logged."""
+def _checkpoint(named, started, lines_written, steps, status, history, run_seconds, log) -> bool:
+    """The learner checkpoints the replay, then itself; a failure (the replay server restarting) is logged
+    and returns False."""
     import ray
 
     try:
@@ -299,5 +302,7 @@ def _checkpoint(named, started, lines_written, steps, status, history, run_secon
             "run_seconds": run_seconds, "replay_address": started["address"],
         }), timeout=CALL_TIMEOUT_S)
         log(f"checkpoint at {steps:,} steps (replay {name}: {before}-{after} items)")
+        return True
     except ray.exceptions.RayTaskError as error:
         log(f"checkpoint at {steps:,} steps failed, the run goes on: {error.cause!r}")
+        return False

@@ -77,8 +77,9 @@ def run(
 
     ``metrics_every`` (default a tenth of the budget): environment steps between metrics lines, each with a
     greedy evaluation of ``settings.eval_episodes`` episodes. ``checkpoint_every_steps`` and
-    ``checkpoint_every_minutes``: the learner and the replay checkpoint at the first metrics line once either
-    has passed since the last checkpoint (default: neither, so no checkpoints); ``resume``
+    ``checkpoint_every_minutes``: the learner and the replay checkpoint at the first metrics line past each
+    multiple of the steps, or once the minutes have passed since the last checkpoint (default: neither, so
+    no checkpoints); ``resume``
     continues the run in ``out`` from its last checkpoint. ``tensorboard`` also writes the metrics lines to
     ``OUT/tensorboard/seed_S``; ``wandb`` (``WandbWriter``'s keyword arguments: project, entity, group, mode)
     logs them to Weights & Biases. Returns the driver's result (final state, final returns, steps, updates,
@@ -98,7 +99,7 @@ def run(
         metrics_every = max(1, total_steps // 10)
     if metrics_every < 1 or total_steps < 1:
         raise ValueError(f"total_steps and metrics_every must be >= 1, got {total_steps} and {metrics_every}")
-    check_schedule(1, checkpoint_every_steps, checkpoint_every_minutes)
+    check_schedule(checkpoint_every_steps, checkpoint_every_minutes)
     rundir.check_trackers(tensorboard, wandb is not None)
     check(agent_module, config, env, total_steps, settings)
     name = agent_module.__name__.rsplit(".", 1)[-1]
@@ -117,12 +118,6 @@ def run(
     table = MetricsTable(run_dir, 1)
     started = time.time()
     schedule = Schedule(checkpoint_every_steps, checkpoint_every_minutes)
-
-    def checkpoint_due(steps: int) -> bool:  # the learner checkpoints when the driver says so
-        due = schedule.due(steps)
-        if due:
-            schedule.saved(steps)
-        return due
 
     resumed_steps = None
     if opened.resume:
@@ -144,7 +139,7 @@ def run(
     try:
         result = driver.run_job(
             job, metrics_every=metrics_every, final_eval_episodes=final_eval_episodes, ray_address=ray_address,
-            resume=opened.resume, checkpoint_due=checkpoint_due, on_metrics=on_metrics, quiet=quiet, log=log,
+            resume=opened.resume, checkpoints=schedule, on_metrics=on_metrics, quiet=quiet, log=log,
         )
         save_state(run_dir / rundir.FINAL_STATES_DIR / f"seed_{seed}", result["state"])
         per_seed = np.asarray([np.mean(result["final_returns"])])

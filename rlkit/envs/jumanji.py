@@ -7,8 +7,8 @@ reaches its target).
 
 Observations: Jumanji's named fields without ``step_count`` and ``action_mask``. A single field keeps
 its shape (Snake's grid is a 12x12x5 image; a 2-D board gets one channel), several are joined into
-one float vector (Maze: positions and walls). Action masks are not applied: an action a mask rules
-out is one the agent learns to avoid (Snake dies on it).
+one float vector (Maze: positions and walls). Action masks are not applied: the agent learns what an
+action a mask rules out does (Snake dies of it; in a Maze it stays where it is).
 
 Needs the ``jumanji`` extra (``pip install 'rlkit[jumanji]'``; the core world has it).
 """

@@ -45,7 +45,7 @@ def _to_host(run_state: Any) -> Any:
     return jax.device_get(jax.tree.map(_host_leaf, run_state))
 
 
-def abstract(like: Any) -> Any:
+def restore_target(like: Any) -> Any:
     """The shapes and dtypes orbax restores for a state shaped like ``like`` (``_host_leaf``'s form)."""
     shapes = jax.eval_shape(lambda tree: jax.tree.map(_host_leaf, tree), like)
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), shapes)
@@ -55,6 +55,8 @@ def _from_host(saved: Any, like: Any) -> Any:
     """Arrays shaped like ``like``: keys re-wrapped with ``like``'s PRNG implementation, empty arrays made again."""
 
     def restore(reference, value):
+        if reference is None:
+            return None
         if value is None:
             return jnp.zeros(reference.shape, reference.dtype)
         if _is_key(reference):
@@ -69,8 +71,8 @@ def has_checkpoints(run_dir: str | Path) -> bool:
     return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
 
 
-def check_schedule(keep: int, every_steps: int | None, every_minutes: float | None) -> None:
-    """One-line errors for checkpoint options out of range (``--keep-checkpoints``, ``--checkpoint-every-*``)."""
+def check_schedule(every_steps: int | None, every_minutes: float | None, keep: int = 1) -> None:
+    """One-line errors for checkpoint options out of range (``--checkpoint-every-*``, ``--keep-checkpoints``)."""
     if keep < 1:
         raise ValueError(f"--keep-checkpoints must be >= 1, got {keep}")
     if every_steps is not None and every_steps <= 0:
@@ -80,8 +82,9 @@ def check_schedule(keep: int, every_steps: int | None, every_minutes: float | No
 
 
 class Schedule:
-    """When to checkpoint: once ``every_steps`` steps or ``every_minutes`` minutes have passed since the
-    last checkpoint (either may be None: never by that measure)."""
+    """When to checkpoint: at the first check past each multiple of ``every_steps`` steps (so the
+    checkpoints do not drift where checks land past the multiples), or once ``every_minutes`` minutes
+    have passed since the last checkpoint; either may be None (never by that measure)."""
 
     def __init__(self, every_steps: int | None, every_minutes: float | None):
         self.every_steps = every_steps
@@ -89,13 +92,14 @@ class Schedule:
         self.saved(0)
 
     def due(self, steps: int) -> bool:
-        if self.every_steps is not None and steps - self._last_steps >= self.every_steps:
+        if self.every_steps is not None and steps // self.every_steps > self._last_multiple:
             return True
         return self.every_seconds is not None and time.monotonic() - self._last_time >= self.every_seconds
 
     def saved(self, steps: int) -> None:
         """A checkpoint was written (or restored) at ``steps``: the next one counts from here."""
-        self._last_steps, self._last_time = steps, time.monotonic()
+        self._last_multiple = 0 if self.every_steps is None else steps // self.every_steps
+        self._last_time = time.monotonic()
 
 
 class Checkpointer:
@@ -115,7 +119,7 @@ class Checkpointer:
     ):
         import orbax.checkpoint as ocp
 
-        check_schedule(keep, every_steps, every_minutes)
+        check_schedule(every_steps, every_minutes, keep)
         self._ocp = ocp
         self.directory = (Path(run_dir) / CHECKPOINT_DIR).resolve()
         self.identity = dict(identity)
@@ -167,7 +171,7 @@ class Checkpointer:
             )
         try:
             saved = self._manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract(like)))
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(restore_target(like)))
             ).state
         except Exception as error:
             raise ValueError(
@@ -230,5 +234,5 @@ def restore_state(path: str | Path, like: Any) -> Any:
     import orbax.checkpoint as ocp
 
     with ocp.StandardCheckpointer() as checkpointer:
-        saved = checkpointer.restore(Path(path).resolve(), abstract(like))
+        saved = checkpointer.restore(Path(path).resolve(), restore_target(like))
     return _from_host(saved, like)

@@ -46,7 +46,7 @@ def check_run_options(args: Any) -> None:
     """The ``train`` options that do not depend on the agent, checked before ``--out`` is touched."""
     from rlkit.runs.checkpoint import check_schedule
 
-    check_schedule(args.keep_checkpoints, args.checkpoint_every_steps, args.checkpoint_every_minutes)
+    check_schedule(args.checkpoint_every_steps, args.checkpoint_every_minutes, args.keep_checkpoints)
     check_trackers(getattr(args, "tensorboard", False), getattr(args, "wandb", False))
 
 

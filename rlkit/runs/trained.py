@@ -144,14 +144,14 @@ def _load_device(run_dir: Path, results: dict[str, Any], module: Any, config: An
 def _from_last_checkpoint(run_dir: Path, trainer: Any, seeds: list[int]) -> Any:
     import orbax.checkpoint as ocp
 
-    from rlkit.runs.checkpoint import CHECKPOINT_DIR, abstract
+    from rlkit.runs.checkpoint import CHECKPOINT_DIR, restore_target
     from rlkit.runs.runner import seed_keys
 
     directory = (run_dir / CHECKPOINT_DIR).resolve()
     if not directory.is_dir():
         raise ValueError(f"RUN_DIR {run_dir}: neither final_states/ nor checkpoints/ is there (were they "
                          "deleted?); the trained state is gone")
-    raw = abstract(jax.eval_shape(lambda k: jax.vmap(trainer.init)(k, {}), seed_keys(seeds)))
+    raw = restore_target(jax.eval_shape(lambda k: jax.vmap(trainer.init)(k, {}), seed_keys(seeds)))
     manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
     try:
         step = manager.latest_step()
