@@ -229,7 +229,7 @@ def train_command(args: argparse.Namespace) -> int:
         every_minutes=args.checkpoint_every_minutes, keep=args.keep_checkpoints,
     )
 
-    progress = records.Progress(plan.total_steps, quiet=args.quiet)
+    progress = records.Progress(plan.total_steps, quiet=args.quiet, runs=len(seeds))
     source = "" if dataset is None else f" offline from {dataset.path} ({dataset.num_steps:,} steps)"
     progress.note(
         f"rlkit train: {args.agent} on {args.env}{source}, {len(seeds)} seed(s), {plan.total_steps:,} "

@@ -286,7 +286,7 @@ class ProgressReporter:
             f"{runs} vmapped run(s) of {total_steps:,} steps; compiling...",
             file=self.stream, flush=True,
         )
-        self.progress = records.Progress(total_steps, stream=self.stream)
+        self.progress = records.Progress(total_steps, stream=self.stream, runs=runs)
         self.runs, self.last_steps, self.last_elapsed = runs, 0, 0.0
 
     def chunk(self, index: int, metrics: Mapping[str, np.ndarray], elapsed: float) -> None:

@@ -91,3 +91,14 @@ def test_help_explains_the_backends():
     text = " ".join(out.stdout.split())
     assert "--backend {device,reverb,distributed}" in text and "one after another" in text and "gym:ID" in text
     assert "--actors N" in text and "--ray-address" in text and "on Ray" in text
+
+
+def test_the_progress_line_counts_the_time_left_per_run_against_all_runs_throughput():
+    """Steps are per run, steps/s counts every vmapped run: 2 runs at 200 steps/s together, 500 steps left each."""
+    import io
+
+    from rlkit.runs.records import Progress
+
+    stream = io.StringIO()
+    Progress(1000, stream=stream, runs=2).update(500, 200.0, 1.0)
+    assert "ETA 0:05" in stream.getvalue() and "200 steps/s" in stream.getvalue()

@@ -93,10 +93,16 @@ def versions() -> dict[str, str]:
 
 
 class Progress:
-    """A tqdm bar on a terminal; plain lines otherwise (CI logs); nothing when quiet."""
+    """A tqdm bar on a terminal; plain lines otherwise (CI logs); nothing when quiet.
 
-    def __init__(self, total_steps: int, quiet: bool = False, stream: TextIO | None = None, initial: int = 0):
+    ``total_steps`` and the steps given to ``update`` are per run; the steps/s given to ``update`` count
+    all ``runs`` (vmapped seeds and combinations) together, as the user's throughput.
+    """
+
+    def __init__(self, total_steps: int, quiet: bool = False, stream: TextIO | None = None, initial: int = 0,
+                 runs: int = 1):
         self.total = total_steps
+        self.runs = runs
         self.quiet = quiet
         self.stream = stream or sys.stderr
         self.bar = None
@@ -118,7 +124,7 @@ class Progress:
             self.bar.set_postfix_str(f"{steps_per_second:,.0f} steps/s, return {ret}")
         else:
             pct = 100.0 * env_steps / max(self.total, 1)
-            eta = (self.total - env_steps) / max(steps_per_second, 1e-9)
+            eta = (self.total - env_steps) * self.runs / max(steps_per_second, 1e-9)
             print(
                 f"steps {env_steps:>11,}/{self.total:,} ({pct:5.1f}%) | "
                 f"{steps_per_second:>10,.0f} steps/s | ETA {_duration(eta)} | return {ret}",
