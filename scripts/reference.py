@@ -57,10 +57,12 @@ def train(agent: str, game: str, steps: int | None, seeds: int, out: Path) -> di
 
 
 def finished(out: Path) -> list[dict]:
-    """The results of every finished pair under ``out``, MinAtar first, in ``MINATAR_GAMES``' order."""
+    """The results of every finished run under ``out`` (its direct subdirectories), MinAtar first, in
+    ``MINATAR_GAMES``' order."""
     rows = [json.loads(path.read_text()) for path in sorted(out.glob("*/results.json"))]
     order = {game: i for i, game in enumerate(presets.MINATAR_GAMES)}
-    return sorted(rows, key=lambda row: (order.get(row["env"], len(order)), row["env"], row["agent"]))
+    return sorted(rows, key=lambda row: (order.get(row["env"], len(order)), row["env"], row["agent"],
+                                         row["total_steps"]))
 
 
 def table(rows: list[dict]) -> str:
