@@ -131,7 +131,7 @@ def test_backend_reverb_validates_before_starting(tmp_path, capsys, reverb_modul
         assert not (tmp_path / "x").exists()
 
 
-def test_a_resumed_tensorboard_log_keeps_the_checkpoints_point_and_hides_what_came_after(tmp_path):
+def test_a_resumed_tensorboard_log_keeps_the_checkpoints_point_and_hides_what_came_after(tmp_path, reverb_module):
     """What TensorBoard shows after a resume (its reader applies the purge; the Reverb world has it via TF)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
