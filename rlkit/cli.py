@@ -11,7 +11,7 @@ import numpy as np
 
 from rlkit import sweep
 from rlkit.config import parse_assignment, parse_indices, parse_steps
-from rlkit.runs import collect
+from rlkit.runs import collect, compile_cache
 
 
 def _catalogue() -> str:
@@ -184,7 +184,7 @@ def train_command(args: argparse.Namespace) -> int:
     from rlkit import agents, envs, presets
     from rlkit import config as cfg
     from rlkit.loops.device import RunConfig, make_trainer
-    from rlkit.runs import compile_cache, records, rundir
+    from rlkit.runs import records, rundir
     from rlkit.runs.checkpoint import Checkpointer, save_state
     from rlkit.runs.runner import run_training, runs_sharding, summarize_chunk
     from rlkit.runs.tensorboard import TensorBoardWriter
@@ -419,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileExistsError) as error:
         print(f"rlkit {args.command}: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        compile_cache.restore()  # an in-process command (a test, a notebook) leaves JAX's settings as it found them
     parser.error(f"unknown command {args.command!r}")
     return 2
 

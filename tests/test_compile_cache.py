@@ -95,3 +95,21 @@ def test_every_preset_traces_with_all_its_floats_as_program_inputs():
         state = jax.eval_shape(batched(trainer.init, 2), seed_keys([0, 1]), floats)
         jax.eval_shape(batched(trainer.run_chunk, 2, shared=1), state, floats, trainer.data)
         jax.eval_shape(batched(trainer.evaluate, 2), state.agent_state, seed_keys([0, 1]), floats)
+
+
+def test_an_in_process_train_leaves_jax_cache_settings_as_it_found_them(tmp_path, monkeypatch):
+    """Tests and notebooks call rlkit.cli.main in-process: later compiles must not be written to the cache."""
+    import jax
+
+    from rlkit.runs import compile_cache
+
+    enabled = []
+    monkeypatch.setattr(compile_cache, "enable", lambda directory, real=compile_cache.enable: enabled.append(
+        (real(directory), jax.config.jax_compilation_cache_dir)))
+    monkeypatch.setenv("RLKIT_COMPILE_CACHE", str(tmp_path / "cache"))
+    before = jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs
+    (tmp_path / "file").write_text("")  # --out under a file: refused after the cache is turned on
+    out = str(tmp_path / "file" / "run")
+    assert main(["train", "--agent", "ppo", "--env", "CartPole-v1", "--steps", "1e3", "--out", out]) == 2
+    assert enabled and enabled[0][1] == str(tmp_path / "cache")
+    assert (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs) == before

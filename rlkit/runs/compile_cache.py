@@ -34,7 +34,8 @@ def chosen_directory(disabled: bool = False) -> Path | None:
 
 
 def enable(directory: Path) -> Path:
-    """Point JAX's persistent cache at ``directory`` for every program, however quick to compile."""
+    """Point JAX's persistent cache at ``directory`` for every program, however quick to compile, until
+    ``restore`` (which ``rlkit.cli.main`` calls when a command returns)."""
     import jax
 
     try:
@@ -42,11 +43,34 @@ def enable(directory: Path) -> Path:
     except OSError as error:
         raise ValueError(f"compile cache {directory}: cannot be created ({error.strerror or error}); set "
                          f"{ENV_VAR} to a writable directory, or {ENV_VAR}=off") from None
-    jax.config.update("jax_compilation_cache_dir", str(directory))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+    settings = {"jax_compilation_cache_dir": str(directory), "jax_persistent_cache_min_compile_time_secs": 0.0,
+                "jax_persistent_cache_min_entry_size_bytes": 0, "jax_compilation_cache_max_size": MAX_BYTES}
+    if not _BEFORE:
+        _BEFORE.update({name: getattr(jax.config, name) for name in settings})
+    for name, value in settings.items():
+        jax.config.update(name, value)
     return directory
+
+
+_BEFORE: dict = {}  # JAX's cache settings before ``enable``
+
+
+def restore() -> None:
+    """Put JAX's cache settings back as they were before ``enable`` (nothing if it was not called).
+
+    A command run in-process (a test, a notebook calling ``rlkit.cli.main``) then leaves the process as
+    it found it; otherwise every later compile, eager operations included, would be written to the cache.
+    JAX decides once whether to use the cache, so that decision is reset too.
+    """
+    if not _BEFORE:
+        return
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as jax_cache
+
+    for name, value in _BEFORE.items():
+        jax.config.update(name, value)
+    _BEFORE.clear()
+    jax_cache.reset_cache()
 
 
 class CacheCount(NamedTuple):
