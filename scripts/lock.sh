@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# Regenerate both pinned worlds from pyproject.toml (needs uv; the installs do not).
+# Regenerate both pinned worlds from pyproject.toml (needs uv).
 #   core:   newest releases (numpy 2, newest jax)   -> requirements/core.lock
 #   reverb: dm-reverb 0.14 + tensorflow-cpu 2.15    -> requirements/reverb.lock
 # Usage: bash scripts/lock.sh             re-resolve, keeping current pins where still valid
 #        bash scripts/lock.sh --upgrade   move everything to the newest allowed releases
 #        bash scripts/lock.sh --upgrade-package jax   (any extra uv pip compile args)
-# uv is taken from $UV, else `uv` on PATH, else .venv/bin/uv.
+# uv is taken from $UV, else `uv` on PATH, else the one scripts/env.sh installs (.venv-tools/bin/uv).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 UV="${UV:-}"
 if [[ -z "$UV" ]]; then
   if command -v uv >/dev/null 2>&1; then UV=uv
-  elif [[ -x .venv/bin/uv ]]; then UV=.venv/bin/uv
+  elif [[ -x .venv-tools/bin/uv ]]; then UV=.venv-tools/bin/uv
   else echo "lock.sh: uv not found (pip install uv, or set UV=/path/to/uv)" >&2; exit 1
   fi
 fi
