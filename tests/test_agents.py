@@ -68,12 +68,14 @@ def test_init_act_update_are_pure_and_jit(name, cartpole):
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_vmap_over_seeds(name, cartpole):
     agent = agents.get(name).make(TINY[name], cartpole.spec, total_steps=1000)
-    states = jax.vmap(agent.init)(jax.random.split(jax.random.key(0), 3))
+    # jitted: one compile, where the vmapped calls alone ran op by op
+    states = jax.jit(jax.vmap(agent.init))(jax.random.split(jax.random.key(0), 3))
     leaves = jax.tree.leaves(states.params)
     assert all(leaf.shape[0] == 3 for leaf in leaves)
     assert any(not np.array_equal(leaf[0], leaf[1]) for leaf in leaves)
     obs = jnp.ones((3, 2, *cartpole.spec.observation_shape))
-    out = jax.vmap(agent.act, in_axes=(0, 0, None, 0))(states, obs, (), jax.random.split(jax.random.key(1), 3))
+    act = jax.jit(jax.vmap(agent.act, in_axes=(0, 0, None, 0)))
+    out = act(states, obs, (), jax.random.split(jax.random.key(1), 3))
     assert out.action.shape == (3, 2)
 
 

@@ -76,12 +76,14 @@ def test_init_act_update_are_pure_and_jit(name, pendulum):
 def test_vmap_over_seeds(name, pendulum):
     spec = pendulum.spec
     agent = agents.get(name).make(TINY[name], spec)
-    states = jax.vmap(agent.init)(jax.random.split(jax.random.key(0), 3))
+    # jitted: one compile, where the vmapped calls alone ran op by op
+    states = jax.jit(jax.vmap(agent.init))(jax.random.split(jax.random.key(0), 3))
     leaves = jax.tree.leaves(states.params)
     assert all(leaf.shape[0] == 3 for leaf in leaves)
     assert any(not np.array_equal(leaf[0], leaf[1]) for leaf in leaves)
     obs = jnp.ones((3, 2, *spec.observation_shape))
-    out = jax.vmap(agent.act, in_axes=(0, 0, None, 0))(states, obs, (), jax.random.split(jax.random.key(1), 3))
+    act = jax.jit(jax.vmap(agent.act, in_axes=(0, 0, None, 0)))
+    out = act(states, obs, (), jax.random.split(jax.random.key(1), 3))
     assert out.action.shape == (3, 2, spec.num_actions)
 
 
