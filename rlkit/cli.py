@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load a finished run (device or Reverb backend) and print the greedy return per seed; with "
                     "the run's episode count and seeds these are the returns results.json holds.",
     )
+    evaluate.add_argument("--policy", choices=("greedy", "sample"), default="greedy",
+                          help="greedy (default) or sample: actions drawn from the policy, as in training")
     evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by 'train --out'")
     evaluate.add_argument("--episodes", type=int, default=None, help="episodes per seed (default: the run's)")
     evaluate.add_argument("--seed", type=int, action="append", default=None, metavar="S",
@@ -353,10 +355,10 @@ def eval_command(args: argparse.Namespace) -> int:
 
     run = trained.load(args.run_dir)
     seeds = run.seeds if args.seed is None else args.seed
-    returns = trained.evaluate_trained(run, args.episodes, seeds)
+    returns = trained.evaluate_trained(run, args.episodes, seeds, args.policy)
     per_seed = returns.mean(axis=1)
     print(records.format_eval_table(seeds, per_seed, mean_interval(per_seed)))
-    print(f"{returns.shape[1]} greedy episode(s) per seed of {run.results['agent']} on {run.results['env']} "
+    print(f"{returns.shape[1]} {args.policy} episode(s) per seed of {run.results['agent']} on {run.results['env']} "
           f"({run.backend} backend), from {run.run_dir}")
     return 0
 

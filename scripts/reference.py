@@ -9,8 +9,11 @@ into ``OUT/AGENT-GAME`` (``:`` as ``-``), its seeds vmapped in one compile, for 
 given: 1e7 on MinAtar). A pair that finished is read back, not trained again; one that was stopped
 continues from its last checkpoint (``--resume``), so a long reference run survives being killed.
 The table has a row for every finished pair under ``OUT`` (so runs of several calls share one table):
-the mean final greedy return over the seeds with its 95% Student-t interval, beside the published
-gymnax-blines PPO figure at 1e7 steps on MinAtar. It goes to ``OUT/reference.md``, and with
+the mean final return over the seeds with its 95% Student-t interval, of the greedy policy (the run's
+own evaluation) and of the policy with sampled actions (164 episodes per seed, computed here once and
+kept in the run's ``sampled_eval.json``), beside the published gymnax-blines PPO figure at 1e7 steps
+on MinAtar. gymnax-blines evaluates its PPO with sampled actions over 164 episodes, so its figure
+compares with the sampled column. It goes to ``OUT/reference.md``, and with
 ``--readme`` between the README's reference markers.
 """
 
@@ -33,6 +36,7 @@ from rlkit.stats import mean_interval  # noqa: E402
 GYMNAX_BLINES_PPO = {"Breakout-MinAtar": 28, "SpaceInvaders-MinAtar": 131, "Asterix-MinAtar": 15,
                      "Freeway-MinAtar": 58}
 START, END = "<!-- reference:start -->", "<!-- reference:end -->"
+SAMPLED_EPISODES = 164  # gymnax-blines' num_test_rollouts
 
 
 def train(agent: str, game: str, steps: int | None, seeds: int, out: Path) -> dict:
@@ -59,21 +63,42 @@ def train(agent: str, game: str, steps: int | None, seeds: int, out: Path) -> di
 def finished(out: Path) -> list[dict]:
     """The results of every finished run under ``out`` (its direct subdirectories), MinAtar first, in
     ``MINATAR_GAMES``' order."""
-    rows = [json.loads(path.read_text()) for path in sorted(out.glob("*/results.json"))]
+    rows = []
+    for path in sorted(out.glob("*/results.json")):
+        row = json.loads(path.read_text())
+        row["sampled"] = sampled_returns(path.parent)
+        rows.append(row)
     order = {game: i for i, game in enumerate(presets.MINATAR_GAMES)}
     return sorted(rows, key=lambda row: (order.get(row["env"], len(order)), row["env"], row["agent"],
                                          row["total_steps"]))
 
 
+def sampled_returns(run_dir: Path) -> list[float]:
+    """Per-seed mean return of the final policy with sampled actions over ``SAMPLED_EPISODES`` episodes
+    (gymnax-blines' evaluation), computed once and kept in ``run_dir/sampled_eval.json``."""
+    saved = run_dir / "sampled_eval.json"
+    if not saved.exists():
+        import rlkit
+
+        returns = rlkit.evaluate_trained(rlkit.load(run_dir), SAMPLED_EPISODES, policy="sample")
+        saved.write_text(json.dumps({"episodes": SAMPLED_EPISODES, "per_seed": returns.mean(axis=1).tolist()}))
+    return json.loads(saved.read_text())["per_seed"]
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| game | agent | steps | seeds | mean final greedy return | 95% interval | gymnax-blines PPO (1e7) |",
-             "|---|---|---|---|---|---|---|"]
-    for row in rows:
-        estimate = mean_interval(row["final_eval_return"]["per_seed"])
-        published = GYMNAX_BLINES_PPO.get(row["env"], "")
+    lines = ["| game | agent | steps | seeds | greedy return | 95% interval | sampled-action return | 95% interval "
+             "| gymnax-blines PPO (1e7, sampled) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def cells(per_seed: list[float]) -> str:
+        estimate = mean_interval(per_seed)
         interval = f"[{estimate.low:.1f}, {estimate.high:.1f}]" if estimate.n > 1 else "(one seed)"
-        lines.append(f"| {row['env']} | {row['agent']} | {row['total_steps']:,} | {estimate.n} | {estimate.mean:.1f} "
-                     f"| {interval} | {published} |")
+        return f"{estimate.mean:.1f} | {interval}"
+
+    for row in rows:
+        published = GYMNAX_BLINES_PPO.get(row["env"], "")
+        lines.append(f"| {row['env']} | {row['agent']} | {row['total_steps']:,} | {len(row['seeds'])} "
+                     f"| {cells(row['final_eval_return']['per_seed'])} | {cells(row['sampled'])} | {published} |")
     return "\n".join(lines) + "\n"
 
 

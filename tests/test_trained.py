@@ -43,6 +43,12 @@ def test_eval_prints_the_returns_results_json_holds(finished_run, capsys):
     assert list(eval_table(capsys.readouterr().out)) == [1]
     assert main(["eval", str(finished_run), "--seed", "7"]) == 2
     assert "--seed 7: the run in" in capsys.readouterr().err
+    # Sampled actions: the policy as it acted in training, another set of returns than the greedy one.
+    assert main(["eval", str(finished_run), "--policy", "sample", "--episodes", "8"]) == 0
+    out = capsys.readouterr().out
+    sampled = eval_table(out)
+    assert list(sampled) == results["seeds"] and "8 sample episode(s) per seed" in out
+    assert all(0 < value <= 500 for value in sampled.values())
 
 
 def test_load_returns_the_agent_its_final_states_and_the_environment(finished_run):
@@ -57,6 +63,8 @@ def test_load_returns_the_agent_its_final_states_and_the_environment(finished_ru
     returns = rlkit.evaluate_trained(run)
     expected = json.loads((finished_run / "results.json").read_text())["final_eval_return"]["per_seed"]
     np.testing.assert_allclose(returns.mean(axis=1), expected, rtol=1e-6)
+    # The same episodes (keys) with sampled actions: other returns (fixed seeds, so always the same ones).
+    assert not np.array_equal(rlkit.evaluate_trained(run, 8, policy="sample"), rlkit.evaluate_trained(run, 8))
 
 
 def test_load_falls_back_to_the_last_checkpoint_and_says_when_both_are_gone(finished_run, tmp_path, capsys):

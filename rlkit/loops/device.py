@@ -146,9 +146,11 @@ def rollout(
 
 
 def evaluate_policy(
-    env: DeviceEnv, agent: Agent, agent_state: AgentState, key: jax.Array, num_episodes: int
+    env: DeviceEnv, agent: Agent, agent_state: AgentState, key: jax.Array, num_episodes: int,
+    deterministic: bool = True,
 ) -> jax.Array:
-    """Undiscounted returns of ``num_episodes`` episodes of the deterministic policy."""
+    """Undiscounted returns of ``num_episodes`` episodes of the deterministic policy (with
+    ``deterministic=False``, of the policy's sampled actions, as it acts while training)."""
     reset_key, key = jax.random.split(key)
     obs, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, num_episodes))
 
@@ -164,7 +166,7 @@ def evaluate_policy(
 
     def body(loop: Loop):
         key, act_key, env_key = jax.random.split(loop.key, 3)
-        out = agent.act(agent_state, loop.actor.obs, loop.actor.carry, act_key, deterministic=True)
+        out = agent.act(agent_state, loop.actor.obs, loop.actor.carry, act_key, deterministic=deterministic)
         # No auto-reset: a finished episode's environment keeps stepping, masked out.
         env_state, obs, reward, terminated, truncated = jax.vmap(env.step_without_reset)(
             jax.random.split(env_key, num_episodes), loop.actor.env_state, out.action

@@ -203,42 +203,56 @@ def _does_not_fit(run_dir: Path, error: Exception) -> ValueError:
                       "was it written by another rlkit version? results.json names the versions")
 
 
-def evaluate_trained(run: TrainedRun, episodes: int | None = None, seeds: Sequence[int] | None = None) -> np.ndarray:
-    """Greedy returns ``[len(seeds), episodes]`` with the keys the run's final evaluation used.
+def evaluate_trained(run: TrainedRun, episodes: int | None = None, seeds: Sequence[int] | None = None,
+                     policy: str = "greedy") -> np.ndarray:
+    """Returns ``[len(seeds), episodes]`` with the keys the run's final evaluation used.
 
     ``episodes`` defaults to the run's ``eval_episodes`` and ``seeds`` to all of its seeds; with
-    both at their defaults the per-seed means equal ``results.json``'s.
+    both at their defaults and the ``greedy`` policy the per-seed means equal ``results.json``'s.
+    ``policy="sample"`` draws each action from the policy, as it acted while training (value-based
+    agents then act epsilon-greedily with their schedule's current epsilon).
     """
     from rlkit.runs.runner import EVAL_SEED
 
     episodes = run.results["eval_episodes"] if episodes is None else episodes
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
+    if policy not in POLICIES:
+        raise ValueError(f"--policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+    deterministic = policy == "greedy"
     seeds = run.seeds if seeds is None else list(seeds)
     indices = [run.index(seed) for seed in seeds]
     if run.backend == HOST_BACKEND:
-        return _evaluate_host(run, episodes, seeds, indices, EVAL_SEED)
-    return _evaluate_device(run, episodes, seeds, indices, EVAL_SEED)
+        return _evaluate_host(run, episodes, seeds, indices, EVAL_SEED, deterministic)
+    return _evaluate_device(run, episodes, seeds, indices, EVAL_SEED, deterministic)
 
 
-def _evaluate_host(run: TrainedRun, episodes: int, seeds: list[int], indices: list[int], eval_seed: int):
+POLICIES = ("greedy", "sample")
+
+
+def _evaluate_host(run: TrainedRun, episodes: int, seeds: list[int], indices: list[int], eval_seed: int,
+                   deterministic: bool):
     from rlkit.loops.environment_loop import Actor, evaluate_actor
 
     out = []
     for seed, index in zip(seeds, indices):
         state = jax.tree.map(lambda x: x[index], run.agent_state)
-        actor = Actor(run.agent, state, deterministic=True)
+        actor = Actor(run.agent, state, deterministic=deterministic)
         out.append(evaluate_actor(actor, run.env(eval_seed + seed), episodes, eval_seed + seed))
     return np.stack(out)
 
 
-def _evaluate_device(run: TrainedRun, episodes: int, seeds: list[int], indices: list[int], eval_seed: int):
+def _evaluate_device(run: TrainedRun, episodes: int, seeds: list[int], indices: list[int], eval_seed: int,
+                     deterministic: bool):
     from rlkit.loops.device import evaluate_policy
     from rlkit.runs.runner import batched, default_compiler_options, seed_keys
 
     state = jax.tree.map(lambda x: x[np.asarray(indices)], run.agent_state)
     keys = seed_keys([eval_seed + seed for seed in seeds])
-    evaluate = lambda agent_state, key: evaluate_policy(run.env, run.agent, agent_state, key, episodes)  # noqa: E731
+
+    def evaluate(agent_state, key):
+        return evaluate_policy(run.env, run.agent, agent_state, key, episodes, deterministic)
+
     evaluate_fn = jax.jit(batched(evaluate, len(seeds)))
     compiled = evaluate_fn.lower(state, keys).compile(compiler_options=default_compiler_options())
     return np.asarray(compiled(state, keys))
