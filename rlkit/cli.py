@@ -135,8 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--metric", default="episode_return", help="per-chunk metric to plot (default episode_return)")
     evaluate = commands.add_parser(
         "eval", help="evaluate a finished run's final policy again, without training",
-        description="Load a finished run (device or Reverb backend) and print the greedy return per seed; with "
-                    "the run's episode count and seeds these are the returns results.json holds.",
+        description="Load a finished run (device or Reverb backend) and print the greedy return per seed (with "
+                    "--policy sample, the return with sampled actions); with the run's episode count and seeds "
+                    "the greedy returns are those results.json holds.",
     )
     evaluate.add_argument("--policy", choices=("greedy", "sample"), default="greedy",
                           help="greedy (default) or sample: actions drawn from the policy, as in training")

@@ -14,7 +14,7 @@
 # Idempotent and fast when built: stamps in the venv hold hashes of
 #   - the lock + interpreter version: if changed (or a build was interrupted), the venv is
 #     deleted and rebuilt from scratch, so no stale packages survive;
-#   - pyproject.toml: if only that changed, just `pip install --no-deps -e .` is re-run.
+#   - pyproject.toml: if only that changed, just the editable install of rlkit is re-run.
 # All progress goes to stderr; stdout is only the venv path, so VENV=$(bash scripts/env.sh core).
 #
 # Environment: RLKIT_PYTHON      interpreter to build with (default: python3.11)
@@ -66,34 +66,44 @@ pip_q() {
 # uv, pinned, in its own venv beside the worlds (never inside a world); empty if it cannot be had.
 UV_VERSION=0.13.9
 TOOLS="$ROOT/.venv-tools"
+uv_ok() { [[ "$("$TOOLS/bin/uv" --version 2>/dev/null)" == "uv $UV_VERSION"* ]]; }
 find_uv() {
   [[ "${RLKIT_NO_UV:-0}" == 1 ]] && return 0
-  if [[ "$("$TOOLS/bin/uv" --version 2>/dev/null)" != "uv $UV_VERSION"* ]]; then
-    local fresh="$TOOLS.building.$$"  # built aside, then moved in: two builds at once cannot mix
+  if ! uv_ok; then
+    local fresh="$TOOLS.building.$$"  # built aside, then moved in
     rm -rf "$fresh"
-    if ! { "$PY" -m venv "$fresh" && "$fresh/bin/python" -m pip install -q "uv==$UV_VERSION"; } 2>&1 \
+    if ! { "$PY" -m venv "$fresh" \
+           && "$fresh/bin/python" -m pip install -q --retries 1 --timeout 30 "uv==$UV_VERSION"; } 2>&1 \
          | { grep -v "^WARNING: Location 'file:.*' is ignored" || true; } >&2; then  # pipefail: pip's status
       log "could not install uv $UV_VERSION; installing with pip"
       rm -rf "$fresh"
       return 0
     fi
-    rm -rf "$TOOLS"
-    mv -T "$fresh" "$TOOLS" 2>/dev/null || rm -rf "$fresh"
+    if uv_ok; then  # another build finished first: keep its copy, which may be in use
+      rm -rf "$fresh"
+    else
+      rm -rf "$TOOLS" && mv "$fresh" "$TOOLS" || rm -rf "$fresh"
+    fi
+    uv_ok || { log "could not set up $TOOLS; installing with pip"; return 0; }
   fi
   echo "$TOOLS/bin/uv"
 }
-# install ARGS...: into the world's venv, with uv when there is one, else with pip.
-install() {
+# uv_or_pip_install ARGS...: into the world's venv with uv (bytecode compiled, as pip does), else with
+# pip; if uv fails (uv reads neither pip.conf nor PIP_* settings, e.g. a wheel directory or an index
+# only pip knows), pip does the same install.
+uv_or_pip_install() {
   if [[ -n "$UV" ]]; then
-    UV_LINK_MODE=copy "$UV" pip install -q --python "$VPY" "$@" >&2
-  else
-    pip_q install -q "$@"
+    if UV_LINK_MODE=copy UV_COMPILE_BYTECODE=1 "$UV" pip install -q --python "$VPY" "$@" >&2; then
+      return 0
+    fi
+    log "uv could not install that; installing with pip"
   fi
+  pip_q install -q "$@"
 }
 install_project() {
   log "installing rlkit (editable, --no-deps)"
   rm -f "$PROJ_STAMP"
-  install --no-deps -e "$ROOT"
+  uv_or_pip_install --no-deps -e "$ROOT"
   echo "$WANT_PROJ" > "$PROJ_STAMP"
 }
 
@@ -129,7 +139,7 @@ fi
 UV="$(find_uv)"
 INSTALLER="pip"; [[ -n "$UV" ]] && INSTALLER="uv $UV_VERSION"
 log "installing $(grep -c '^[A-Za-z0-9]' "$LOCK") pinned packages from requirements/$WORLD.lock (--no-deps, $INSTALLER)"
-install --no-deps -r "$LOCK"
+uv_or_pip_install --no-deps -r "$LOCK"
 echo "$WANT_LOCK" > "$LOCK_STAMP"
 install_project
 

@@ -20,6 +20,7 @@ compares with the sampled column. It goes to ``OUT/reference.md``, and with
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
@@ -62,7 +63,7 @@ def train(agent: str, game: str, steps: int | None, seeds: int, out: Path) -> di
 
 def finished(out: Path) -> list[dict]:
     """The results of every finished run under ``out`` (its direct subdirectories), MinAtar first, in
-    ``MINATAR_GAMES``' order."""
+    ``MINATAR_GAMES``' order, each with its sampled-action returns (``sampled_returns``)."""
     rows = []
     for path in sorted(out.glob("*/results.json")):
         row = json.loads(path.read_text())
@@ -73,16 +74,27 @@ def finished(out: Path) -> list[dict]:
                                          row["total_steps"]))
 
 
-def sampled_returns(run_dir: Path) -> list[float]:
+def sampled_returns(run_dir: Path) -> list[float] | None:
     """Per-seed mean return of the final policy with sampled actions over ``SAMPLED_EPISODES`` episodes
-    (gymnax-blines' evaluation), computed once and kept in ``run_dir/sampled_eval.json``."""
+    (gymnax-blines' evaluation), kept in ``run_dir/sampled_eval.json`` for the run's ``results.json``
+    (a run trained again is evaluated again); None, with a line saying why, if the run cannot be loaded."""
     saved = run_dir / "sampled_eval.json"
-    if not saved.exists():
-        import rlkit
+    key = {"results_sha256": hashlib.sha256((run_dir / "results.json").read_bytes()).hexdigest(),
+           "episodes": SAMPLED_EPISODES}
+    if saved.exists():
+        record = json.loads(saved.read_text())
+        if all(record.get(name) == value for name, value in key.items()):
+            return record["per_seed"]
+    import rlkit
+    from rlkit.runs.records import write_json_atomic
 
+    try:
         returns = rlkit.evaluate_trained(rlkit.load(run_dir), SAMPLED_EPISODES, policy="sample")
-        saved.write_text(json.dumps({"episodes": SAMPLED_EPISODES, "per_seed": returns.mean(axis=1).tolist()}))
-    return json.loads(saved.read_text())["per_seed"]
+    except (ValueError, ImportError) as error:
+        print(f"{run_dir}: no sampled-action evaluation ({str(error).splitlines()[0]})", file=sys.stderr)
+        return None
+    write_json_atomic(saved, {**key, "per_seed": returns.mean(axis=1).tolist()})
+    return returns.mean(axis=1).tolist()
 
 
 def table(rows: list[dict]) -> str:
@@ -90,7 +102,9 @@ def table(rows: list[dict]) -> str:
              "| gymnax-blines PPO (1e7, sampled) |",
              "|---|---|---|---|---|---|---|---|---|"]
 
-    def cells(per_seed: list[float]) -> str:
+    def cells(per_seed: list[float] | None) -> str:
+        if per_seed is None:
+            return "n/a | n/a"
         estimate = mean_interval(per_seed)
         interval = f"[{estimate.low:.1f}, {estimate.high:.1f}]" if estimate.n > 1 else "(one seed)"
         return f"{estimate.mean:.1f} | {interval}"

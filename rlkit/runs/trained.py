@@ -203,14 +203,18 @@ def _does_not_fit(run_dir: Path, error: Exception) -> ValueError:
                       "was it written by another rlkit version? results.json names the versions")
 
 
+POLICIES = ("greedy", "sample")
+
+
 def evaluate_trained(run: TrainedRun, episodes: int | None = None, seeds: Sequence[int] | None = None,
                      policy: str = "greedy") -> np.ndarray:
     """Returns ``[len(seeds), episodes]`` with the keys the run's final evaluation used.
 
     ``episodes`` defaults to the run's ``eval_episodes`` and ``seeds`` to all of its seeds; with
     both at their defaults and the ``greedy`` policy the per-seed means equal ``results.json``'s.
-    ``policy="sample"`` draws each action from the policy, as it acted while training (value-based
-    agents then act epsilon-greedily with their schedule's current epsilon).
+    ``policy="sample"`` draws each action from the policy as it acts while training: epsilon-greedy at
+    the schedule's final epsilon for value-based agents (R2D2's per-environment epsilons spread over the
+    episodes), IMPALA's lagged parameters where it has a ``policy_lag``.
     """
     from rlkit.runs.runner import EVAL_SEED
 
@@ -225,9 +229,6 @@ def evaluate_trained(run: TrainedRun, episodes: int | None = None, seeds: Sequen
     if run.backend == HOST_BACKEND:
         return _evaluate_host(run, episodes, seeds, indices, EVAL_SEED, deterministic)
     return _evaluate_device(run, episodes, seeds, indices, EVAL_SEED, deterministic)
-
-
-POLICIES = ("greedy", "sample")
 
 
 def _evaluate_host(run: TrainedRun, episodes: int, seeds: list[int], indices: list[int], eval_seed: int,

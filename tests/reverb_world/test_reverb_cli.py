@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.reverb
@@ -59,6 +60,11 @@ def test_train_backend_reverb_writes_the_device_records(tmp_path, reverb_module)
     expected = [f"{value:.2f}" for value in results["final_eval_return"]["per_seed"]]
     assert [row[1] for row in table] == expected, again.stdout
     assert "reverb backend" in again.stdout
+    import rlkit  # sampled actions on the host path: the same episodes (seeded), other returns
+
+    trained = rlkit.load(out)
+    sampled = rlkit.evaluate_trained(trained, 4, policy="sample")
+    assert sampled.shape == (2, 4) and not np.array_equal(sampled, rlkit.evaluate_trained(trained, 4))
     gif = tmp_path / "episode.gif"
     shown = subprocess.run([sys.executable, "-m", "rlkit", "render", str(out), "--out", str(gif), "--seed", "1"],
                            capture_output=True, text=True, timeout=300)
