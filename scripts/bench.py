@@ -155,9 +155,7 @@ def measure_env_ceiling(env_id: str, num_envs: int, num_seeds: int, steps_per_en
     def step(loop, _):
         env_state, key = loop
         key, action_key, step_key = jax.random.split(key, 3)
-        env_state, _ = jax.vmap(env.step)(
-            jax.random.split(step_key, num_envs), env_state, random_actions(action_key)
-        )
+        env_state, _ = env.step_batch(jax.random.split(step_key, num_envs), env_state, random_actions(action_key))
         return (env_state, key), None
 
     def run(key):

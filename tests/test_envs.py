@@ -108,3 +108,39 @@ def test_specs_and_observation_shapes():
     obs, _ = breakout.reset(jax.random.key(0))
     assert obs.shape == breakout.spec.observation_shape == (10, 10, 4) and obs.dtype == jnp.float32  # an image
     assert "Catch-bsuite" in envs.env_ids() and "SpaceInvaders-MinAtar" in envs.env_ids()
+
+
+def test_a_reset_ratio_shares_fresh_episodes_and_leaves_the_rest_as_vmap_steps_them():
+    """reset_ratio 4 on 8 CartPoles that all reach a 5-step limit together: two fresh episodes per step, the
+    k-th environment to end starts number k mod 2; every other field is what ``jax.vmap(step)`` gives."""
+    base = envs.make("CartPole-v1")
+    params = base.default_params.replace(max_steps_in_episode=5)
+    pooled = envs.DeviceEnv(base.env, params, "CartPole-v1", reset_ratio=4)
+    num_envs = 8
+    _, start = jax.vmap(pooled.reset)(jax.random.split(jax.random.key(0), num_envs))
+
+    def body(state, key):
+        act_key, step_key = jax.random.split(key)
+        action = jax.random.randint(act_key, (num_envs,), 0, 2)
+        keys = jax.random.split(step_key, num_envs)
+        exact = jax.vmap(pooled.step)(keys, state, action)  # a reset for every environment
+        state, step = pooled.step_batch(keys, state, action)
+        return state, (step, exact[1], state, exact[0])
+
+    _, (step, exact, state, exact_state) = jax.jit(lambda s: jax.lax.scan(
+        body, s, jax.random.split(jax.random.key(1), 12)))(start)
+    done = np.asarray(step.terminated | step.truncated)
+    assert done.sum(axis=1).max() >= 3, "no step where several environments end together"
+    for name in ("reward", "terminated", "truncated", "next_obs", "episode_return", "episode_length"):
+        np.testing.assert_array_equal(getattr(step, name), getattr(exact, name), err_msg=name)
+    np.testing.assert_array_equal(np.asarray(step.obs)[~done], np.asarray(exact.obs)[~done])
+    for leaf, exact_leaf in zip(jax.tree.leaves(state), jax.tree.leaves(exact_state)):
+        np.testing.assert_array_equal(np.asarray(leaf)[~done], np.asarray(exact_leaf)[~done])
+    for t in np.flatnonzero(done.sum(axis=1) >= 3):
+        ended = np.flatnonzero(done[t])
+        obs = np.asarray(step.obs)[t, ended]
+        np.testing.assert_array_equal(obs[0::2], np.broadcast_to(obs[0], obs[0::2].shape))  # fresh episode 0
+        np.testing.assert_array_equal(obs[1::2], np.broadcast_to(obs[1], obs[1::2].shape))  # fresh episode 1
+        assert not np.array_equal(obs[0], obs[1])
+    with pytest.raises(ValueError, match=r"reset_ratio must be an integer >= 1 \(1: a reset per environment\), got 0"):
+        envs.make("CartPole-v1", reset_ratio=0)

@@ -42,7 +42,7 @@ def test_a_suite_truncates_at_its_step_limit_and_keeps_the_final_observation(sui
     def body(state, key):
         act_key, step_key = jax.random.split(key)
         action = _random_actions(env, act_key, (num_envs,))
-        return jax.vmap(env.step)(jax.random.split(step_key, num_envs), state, action)
+        return env.step_batch(jax.random.split(step_key, num_envs), state, action)  # as the loop steps them
 
     rollout = jax.jit(lambda s, k: jax.lax.scan(body, s, jax.random.split(k, num_steps)))
     _, steps = rollout(state, jax.random.key(1))
@@ -57,6 +57,12 @@ def test_a_suite_truncates_at_its_step_limit_and_keeps_the_final_observation(sui
     running = ~(truncated | terminated)
     np.testing.assert_array_equal(np.asarray(steps.next_obs)[running], np.asarray(steps.obs)[running])
     assert np.isfinite(np.asarray(steps.reward)).all() and steps.obs.dtype == jnp.float32
+
+
+def test_craftax_generates_a_world_per_16_environments_each_step():
+    pytest.importorskip("craftax")
+    assert make_env("craftax:Craftax-Classic-Symbolic-v1").reset_ratio == 16
+    assert make_env("craftax:Craftax-Classic-Symbolic-v1", reset_ratio=1).reset_ratio == 1
 
 
 def test_ppo_trains_on_a_suite_in_the_jitted_loop_over_two_seeds(suite_env):

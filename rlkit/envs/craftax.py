@@ -21,6 +21,9 @@ from gymnax.environments import environment, spaces
 from rlkit.envs.suite import NEVER, require, step_limit
 
 GAMES = ("Craftax-Classic-Symbolic-v1", "Craftax-Symbolic-v1")
+# DeviceEnv.step_batch's default: one new world per 16 environments each step. Generating a world costs
+# more than many steps, and gymnax's auto-reset would generate one for every environment every step.
+RESET_RATIO = 16
 
 
 @struct.dataclass

@@ -68,11 +68,18 @@ def _check_observe(observe: Any, size: int, env_id: str) -> tuple[int, ...]:
 class DeviceEnv:
     """A single gymnax environment with float32 observations and episode statistics.
 
-    Vectorize with ``jax.vmap`` over keys, states and actions (params shared).
-    ``observe``: indices of a vector observation to keep (None: all of it).
+    Vectorize with ``jax.vmap`` over keys, states and actions (params shared), or step a batch with
+    ``step_batch``. ``observe``: indices of a vector observation to keep (None: all of it).
+    ``reset_ratio``: ``step_batch`` generates ``ceil(num_envs / reset_ratio)`` fresh episodes per step
+    instead of one per environment (an optimistic reset, for environments whose reset is costly);
+    1 (the default) gives every environment its own.
     """
 
-    def __init__(self, env: Any, params: Any, env_id: str | None = None, observe: tuple[int, ...] | None = None):
+    def __init__(self, env: Any, params: Any, env_id: str | None = None, observe: tuple[int, ...] | None = None,
+                 reset_ratio: int = 1):
+        if not isinstance(reset_ratio, int) or reset_ratio < 1:
+            raise ValueError(f"reset_ratio must be an integer >= 1 (1: a reset per environment), got {reset_ratio!r}")
+        self.reset_ratio = reset_ratio
         self.env = env
         self.default_params = params
         self.env_id = env_id or type(env).__name__
@@ -109,6 +116,40 @@ class DeviceEnv:
         obs, env_state, reward, terminated, truncated, info = self.env.step(
             key, state.env_state, action, params
         )
+        return self._episode_step(state, env_state, obs, reward, terminated, truncated, info["final_observation"])
+
+    def step_batch(
+        self, keys: jax.Array, states: EpisodeState, actions: jax.Array, params: Any = None
+    ) -> tuple[EpisodeState, EnvStep]:
+        """``jax.vmap(self.step)`` over ``[num_envs]`` keys, states and actions; with ``reset_ratio`` > 1,
+        only ``ceil(num_envs / reset_ratio)`` resets are computed per step, and the k-th environment to end
+        in a step starts the (k mod that)-th of them, so two ending together may start the same episode
+        (Craftax's optimistic reset; gymnax's ``step`` computes a reset for every environment every step)."""
+        num_envs = keys.shape[0]
+        resets = -(-num_envs // self.reset_ratio)
+        if resets >= num_envs:
+            return jax.vmap(self.step, in_axes=(0, 0, 0, None))(keys, states, actions, params)
+        params = self.default_params if params is None else params
+        step_keys, reset_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+        obs_st, state_st, reward, terminated, _ = jax.vmap(self.env.step_env, in_axes=(0, 0, 0, None))(
+            step_keys, states.env_state, actions, params
+        )
+        truncated = jax.vmap(self.env.is_truncated, in_axes=(0, None))(state_st, params)
+        done = jnp.logical_or(terminated, truncated)
+        obs_re, state_re = jax.vmap(self.env.reset_env, in_axes=(0, None))(reset_keys[:resets], params)
+        slot = (jnp.cumsum(done) - 1) % resets  # which fresh episode each ending environment starts
+
+        def pick(fresh: jax.Array, stepped: jax.Array) -> jax.Array:
+            return jnp.where(done.reshape(-1, *[1] * (stepped.ndim - 1)), fresh[slot], stepped)
+
+        env_state = jax.tree.map(pick, state_re, state_st)
+        obs = jax.tree.map(pick, obs_re, obs_st)
+        return jax.vmap(self._episode_step)(states, env_state, obs, reward, terminated, truncated, obs_st)
+
+    def _episode_step(self, state: EpisodeState, env_state: Any, obs: Any, reward: jax.Array,
+                      terminated: jax.Array, truncated: jax.Array, final_obs: Any) -> tuple[EpisodeState, EnvStep]:
+        """One environment's step after gymnax's auto-reset: float32 observations, the truncation apart
+        from a termination, the final observation, and the episode statistics."""
         reward = jnp.asarray(reward, jnp.float32)
         terminated = jnp.asarray(terminated, bool)
         truncated = jnp.logical_and(jnp.asarray(truncated, bool), ~terminated)
@@ -120,7 +161,7 @@ class DeviceEnv:
             reward=reward,
             terminated=terminated,
             truncated=truncated,
-            next_obs=self._observation(info["final_observation"]),
+            next_obs=self._observation(final_obs),
             episode_return=jnp.where(done, episode_return, 0.0),
             episode_length=jnp.where(done, episode_length, 0),
         )
@@ -130,7 +171,6 @@ class DeviceEnv:
             jnp.where(done, 0, episode_length),
         )
         return new_state, step
-
 
     def step_without_reset(
         self, key: jax.Array, state: EpisodeState, action: jax.Array, params: Any = None
@@ -174,13 +214,17 @@ def env_ids() -> list[str]:
     return [*gymnax.registered_envs, *SUITE_IDS]
 
 
-def make(env_id: str, observe: tuple[int, ...] | None = None, **env_kwargs: Any) -> DeviceEnv:
+def make(env_id: str, observe: tuple[int, ...] | None = None, reset_ratio: int | None = None,
+         **env_kwargs: Any) -> DeviceEnv:
     """Make a device environment from a gymnax id (classic control, bsuite, MinAtar, misc) or a suite's
     prefixed id (``brax:inverted_pendulum``, ``craftax:Craftax-Classic-Symbolic-v1``, ``jumanji:Snake-v1``;
     each suite needs its extra). ``env_kwargs`` go to gymnax or the suite's adapter (for the suites:
     ``max_steps_in_episode``, and Brax's ``backend``).
 
     ``observe`` keeps only those components of a vector observation (partial observability).
+    ``reset_ratio`` (``DeviceEnv``): environments per fresh episode generated in a step; by default 1,
+    and the suite's ``RESET_RATIO`` where it has one (Craftax: 16, since its world generation costs
+    more than many steps).
 
     Raises:
       ValueError: for an unknown id, naming the closest known ids.
@@ -197,9 +241,11 @@ def make(env_id: str, observe: tuple[int, ...] | None = None, **env_kwargs: Any)
         )
     prefix, _, game = env_id.partition(":")
     if prefix in SUITES:
-        return DeviceEnv(*SUITES[prefix].make(game, **env_kwargs), env_id, observe)
+        suite = SUITES[prefix]
+        ratio = getattr(suite, "RESET_RATIO", 1) if reset_ratio is None else reset_ratio
+        return DeviceEnv(*suite.make(game, **env_kwargs), env_id, observe, ratio)
     env, params = gymnax.make(env_id, **env_kwargs)
-    return DeviceEnv(env, params, env_id, observe)
+    return DeviceEnv(env, params, env_id, observe, 1 if reset_ratio is None else reset_ratio)
 
 
 def wrap(env: Any, params: Any = None, env_id: str | None = None) -> DeviceEnv:

@@ -126,9 +126,7 @@ def rollout(
     def step(actor: ActorState, step_key):
         act_key, env_key = jax.random.split(step_key)
         out = agent.act(agent_state, actor.obs, actor.carry, act_key)
-        env_state, result = jax.vmap(env.step)(
-            jax.random.split(env_key, num_envs), actor.env_state, out.action
-        )
+        env_state, result = env.step_batch(jax.random.split(env_key, num_envs), actor.env_state, out.action)
         done = result.terminated | result.truncated
         carry = jax.tree.map(
             lambda fresh, c: jnp.where(done.reshape(-1, *[1] * (c.ndim - 1)), fresh, c),
