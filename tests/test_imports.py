@@ -35,11 +35,14 @@ def test_core_works_without_tensorflow_or_reverb():
 
 DEFERRED = """
 import sys, types
-import rlkit
+import rlkit, rlkit.cli
 from rlkit import lazy_imports
 assert not any(name.startswith('seaborn.') for name in sys.modules), 'seaborn was imported with rlkit'
+with_tensorflow = lazy_imports.installed('tensorflow')  # the Reverb world: distrax is imported at once
+assert ('tensorflow_probability' in sys.modules) == with_tensorflow, 'distrax loaded TensorFlow Probability'
 for name in lazy_imports.DEFERRED:
-    assert isinstance(sys.modules[name], lazy_imports.DeferredModule), (name, type(sys.modules[name]))
+    deferred = not (name in lazy_imports.IMPORT_BEFORE and with_tensorflow)
+    assert isinstance(sys.modules[name], lazy_imports.DeferredModule) == deferred, (name, type(sys.modules[name]))
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt
@@ -48,10 +51,15 @@ palette = seaborn.color_palette('cubehelix', 3)  # the first attribute read impo
 assert len(palette) == 3 and not isinstance(sys.modules['seaborn'], lazy_imports.DeferredModule)
 figure, axes = plt.subplots()  # so does pyplot's, the backend chosen before it loaded
 assert type(sys.modules['matplotlib.pyplot']) is types.ModuleType and matplotlib.get_backend().lower() == 'agg'
+import jax, rlax
+actions = rlax.epsilon_greedy(0.0).sample(jax.random.key(0), jax.numpy.array([0.0, 1.0]))  # rlax's distrax loads
+assert int(actions) == 1 and 'tensorflow_probability' in sys.modules
+import distrax
+assert type(sys.modules['distrax']) is types.ModuleType and distrax.Categorical is not None
 print('ok')
 """
 
 
-def test_what_gymnax_imports_only_to_draw_is_imported_when_first_used():
+def test_what_gymnax_imports_to_draw_and_rlax_imports_for_distributions_loads_when_first_used():
     out = subprocess.run([sys.executable, "-c", DEFERRED], capture_output=True, text=True)
     assert out.returncode == 0 and "ok" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
