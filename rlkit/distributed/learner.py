@@ -45,6 +45,7 @@ class LearnerProcess:
         self.state = built.state
         self.key = jax.random.fold_in(jax.random.key(job.seed, impl=KEY_IMPL), 0)
         self.updates = 0
+        self.priority_writes = 0  # batches whose priorities went back to the replay (prioritized replay)
         self.insert_priority = 1.0  # new items' priority: the largest the learner wrote (prioritized replay)
         self.metadata: dict[str, Any] = {}
         self.keep = job.settings.keep_checkpoints
@@ -55,6 +56,7 @@ class LearnerProcess:
             self.state, self.key = restored.run_state["agent_state"], restored.run_state["learner_key"]
             self.metadata = dict(restored.metadata)
             self.updates = int(self.metadata.get("updates", 0))
+            self.priority_writes = int(self.metadata.get("priority_writes", 0))
             self.insert_priority = float(self.metadata.get("insert_priority", 1.0))
         self._lock = threading.Lock()
         self._published: tuple[int, Any] = (-1, None)  # (version, the agent state of that version)
@@ -141,6 +143,7 @@ class LearnerProcess:
                 per_item = self.feeder.item_priorities(np.asarray(priorities))
                 try:
                     sampler.update_priorities(keys, per_item)
+                    self.priority_writes += 1
                     self.insert_priority = max(self.insert_priority, float(per_item.max()))
                 except reverb_replay.ReplayUnavailable as error:
                     log(f"learner: priorities not written ({error})")
@@ -159,11 +162,14 @@ class LearnerProcess:
         self._pending = []
 
     def metrics(self) -> dict[str, float]:
-        """Means of the update metrics since the last call, and the number of updates so far."""
+        """Means of the update metrics since the last call, the number of updates so far and, with
+        prioritized replay, of the batches whose priorities were written back."""
         with self._lock:
             self._fold()
             sums, count, self._sums, self._count = self._sums, self._count, {}, 0
             out = {"updates": float(self.updates)}
+        if self.feeder.prioritized:
+            out["priority_writes"] = float(self.priority_writes)
         out.update({name: total / count for name, total in sums.items()} if count else {})
         return out
 
@@ -180,7 +186,8 @@ class LearnerProcess:
             run_state = {"agent_state": self.state, "learner_key": self.key}
             updates = self.updates
         self.checkpointer.save(lines_written, run_state, env_steps, {
-            **progress, "updates": updates, "replay_checkpoint": replay_path.name,
+            **progress, "updates": updates, "priority_writes": self.priority_writes,
+            "replay_checkpoint": replay_path.name,
             "insert_priority": self.insert_priority,
         })
         from rlkit.runs.reverb_runner import keep_replay_checkpoints, replay_checkpoints
