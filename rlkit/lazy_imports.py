@@ -3,7 +3,7 @@
 gymnax imports ``seaborn`` (and with it scipy.stats and pandas) and ``matplotlib.pyplot`` for its
 environments' drawing methods: together about a second of every ``rlkit`` command's start on a
 2-core machine. rlax imports ``distrax`` (and with it TensorFlow Probability's JAX substrate,
-about 0.55 s) for its distribution helpers (``rlax.epsilon_greedy``, ``rlax.softmax``, the
+about 0.45 s) for its distribution helpers (``rlax.epsilon_greedy``, ``rlax.softmax``, the
 categorical losses), which only a few agents call, and only inside their functions. It is deferred
 only where TensorFlow is not installed (the core world): TensorFlow Probability refuses to load
 after TensorFlow 2.15, so the Reverb world imports it first, as before.
@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import threading
 import types
 
 DEFERRED = ("seaborn", "matplotlib.pyplot", "distrax")
@@ -46,17 +47,21 @@ class DeferredModule(types.ModuleType):
         return dir(load(self.__name__))
 
 
+_LOADING = threading.RLock()  # two threads tracing at once (a background compile) may both load a module
+
+
 def load(name: str) -> types.ModuleType:
     """The real module ``name``, imported now if only its placeholder was there."""
-    module = sys.modules.get(name)
-    if isinstance(module, DeferredModule):
-        del sys.modules[name]
-        try:
-            module = importlib.import_module(name)
-        except BaseException:
-            sys.modules[name] = sys.modules.get(name, module)  # keep the placeholder; the error is the caller's
-            raise
-    return module if module is not None else importlib.import_module(name)
+    with _LOADING:
+        module = sys.modules.get(name)
+        if isinstance(module, DeferredModule):
+            del sys.modules[name]
+            try:
+                module = importlib.import_module(name)
+            except BaseException:
+                sys.modules[name] = sys.modules.get(name, module)  # keep the placeholder; the error is the caller's
+                raise
+        return module if module is not None else importlib.import_module(name)
 
 
 def installed(name: str) -> bool:

@@ -51,9 +51,10 @@ palette = seaborn.color_palette('cubehelix', 3)  # the first attribute read impo
 assert len(palette) == 3 and not isinstance(sys.modules['seaborn'], lazy_imports.DeferredModule)
 figure, axes = plt.subplots()  # so does pyplot's, the backend chosen before it loaded
 assert type(sys.modules['matplotlib.pyplot']) is types.ModuleType and matplotlib.get_backend().lower() == 'agg'
-import jax, rlax
-actions = rlax.epsilon_greedy(0.0).sample(jax.random.key(0), jax.numpy.array([0.0, 1.0]))  # rlax's distrax loads
-assert int(actions) == 1 and 'tensorflow_probability' in sys.modules
+import jax, jax.numpy as jnp, rlax
+atoms = jnp.linspace(-1.0, 1.0, 5)  # C51's loss, the first use of distrax, inside a trace: the real module loads
+loss = jax.jit(rlax.categorical_q_learning)(atoms, jnp.zeros((2, 5)), 0, 1.0, 0.9, atoms, jnp.zeros((2, 5)))
+assert jnp.isfinite(loss) and 'tensorflow_probability' in sys.modules
 import distrax
 assert type(sys.modules['distrax']) is types.ModuleType and distrax.Categorical is not None
 print('ok')

@@ -56,7 +56,8 @@ class LearnerProcess:
             self.state, self.key = restored.run_state["agent_state"], restored.run_state["learner_key"]
             self.metadata = dict(restored.metadata)
             self.updates = int(self.metadata.get("updates", 0))
-            self.priority_writes = int(self.metadata.get("priority_writes", 0))
+            # A checkpoint from before the count was kept: every batch's priorities were written, bar failures.
+            self.priority_writes = int(self.metadata.get("priority_writes", self.updates))
             self.insert_priority = float(self.metadata.get("insert_priority", 1.0))
         self._lock = threading.Lock()
         self._published: tuple[int, Any] = (-1, None)  # (version, the agent state of that version)
@@ -143,8 +144,9 @@ class LearnerProcess:
                 per_item = self.feeder.item_priorities(np.asarray(priorities))
                 try:
                     sampler.update_priorities(keys, per_item)
-                    self.priority_writes += 1
-                    self.insert_priority = max(self.insert_priority, float(per_item.max()))
+                    with self._lock:  # read with `updates`: the write of a batch follows its update
+                        self.priority_writes += 1
+                        self.insert_priority = max(self.insert_priority, float(per_item.max()))
                 except reverb_replay.ReplayUnavailable as error:
                     log(f"learner: priorities not written ({error})")
             if self.updates - self._published[0] >= publish_every:
@@ -168,8 +170,8 @@ class LearnerProcess:
             self._fold()
             sums, count, self._sums, self._count = self._sums, self._count, {}, 0
             out = {"updates": float(self.updates)}
-        if self.feeder.prioritized:
-            out["priority_writes"] = float(self.priority_writes)
+            if self.feeder.prioritized:
+                out["priority_writes"] = float(self.priority_writes)
         out.update({name: total / count for name, total in sums.items()} if count else {})
         return out
 
@@ -184,11 +186,10 @@ class LearnerProcess:
         after = int(client.server_info(timeout=10)["replay"].current_size)
         with self._lock:
             run_state = {"agent_state": self.state, "learner_key": self.key}
-            updates = self.updates
+            counts = {"updates": self.updates, "priority_writes": self.priority_writes,
+                      "insert_priority": self.insert_priority}
         self.checkpointer.save(lines_written, run_state, env_steps, {
-            **progress, "updates": updates, "priority_writes": self.priority_writes,
-            "replay_checkpoint": replay_path.name,
-            "insert_priority": self.insert_priority,
+            **progress, **counts, "replay_checkpoint": replay_path.name,
         })
         from rlkit.runs.reverb_runner import keep_replay_checkpoints, replay_checkpoints
 
