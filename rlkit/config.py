@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -24,6 +25,19 @@ def check_positive(name: str, value: Any) -> None:
     """Raise a ValueError naming ``name`` unless ``value > 0``."""
     if _concrete(value) and not value > 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+# Seeds become uint32 keys, and evaluation keys sit EVAL_SEED and more above them: keep well below 2**32.
+MAX_SEED = 2**31
+
+
+def check_seeds(first_seed: int, num_seeds: int) -> None:
+    """One-line errors for ``--seeds``/``--first-seed``: at least one seed, all in ``[0, MAX_SEED)``."""
+    if num_seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {num_seeds}")
+    if first_seed < 0 or first_seed + num_seeds > MAX_SEED:
+        raise ValueError(f"--first-seed {first_seed}: seeds must lie in [0, 2**31), got {first_seed} to "
+                         f"{first_seed + num_seeds - 1}")
 
 
 def check_non_negative(name: str, value: Any) -> None:
@@ -147,9 +161,36 @@ def override(config: Any, values: Mapping[str, str]) -> Any:
     return dataclasses.replace(config, **parsed)
 
 
+def _json_field(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "inf", "-inf", "nan": JSON has no such numbers
+    return value
+
+
 def to_dict(config: Any) -> dict[str, Any]:
-    """A JSON-friendly dict of a config's fields."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}
+    """A JSON-friendly dict of a config's fields (tuples as lists, non-finite floats as "inf" and the like)."""
+    return {k: _json_field(v) for k, v in dataclasses.asdict(config).items()}
+
+
+def from_dict(config_cls: type, saved: Mapping[str, Any]) -> Any:
+    """``config_cls`` from ``to_dict``'s form, validated as it was built. Fields it lacks take their defaults.
+
+    A float field saved as ``null`` is infinity: rlkit before ``to_dict`` kept non-finite floats wrote them
+    as ``null``, and infinity is the one such value a config accepts (``max_grad_norm``: no clipping).
+    """
+    types = field_types(config_cls)
+    values = {}
+    for name, value in saved.items():
+        if name not in types:
+            continue
+        if isinstance(value, list):
+            value = tuple(value)
+        elif types[name] is float and (value is None or isinstance(value, str)):
+            value = math.inf if value is None else float(value)
+        values[name] = value
+    return config_cls(**values)
 
 
 def parse_steps(text: str) -> int:

@@ -388,13 +388,15 @@ def sweep_record(
 
 
 def prepare_out_dir(path: str | os.PathLike) -> Path:
-    """Create ``path`` for ``sweep.json``; refuse if it already holds one."""
+    """Create ``path`` for ``sweep.json`` and check it can be written; refuse if it already holds one."""
+    from rlkit.runs.rundir import check_writable
+
     out_dir = Path(path)
     if (out_dir / SWEEP_FILE).exists():
         raise FileExistsError(
             f"--out {out_dir}: already holds {SWEEP_FILE} from an earlier sweep; choose another directory"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(out_dir)  # before anything trains, not after
     return out_dir
 
 
@@ -402,8 +404,13 @@ def write_sweep(out_dir: Path, record: Mapping[str, Any]) -> Path:
     """Write ``sweep.json`` atomically (temporary file, then rename); never replaces an existing one."""
     path = out_dir / SWEEP_FILE
     if path.exists():
-        raise FileExistsError(f"{path} appeared while the sweep ran; not overwriting it")
-    return records.write_json_atomic(path, record)
+        raise FileExistsError(f"{path} appeared while the sweep ran; not overwriting it (the table above "
+                              "holds the results)")
+    try:
+        return records.write_json_atomic(path, record)
+    except OSError as error:
+        raise ValueError(f"--out {out_dir}: {SWEEP_FILE} cannot be written ({error.strerror or error}); the table "
+                         "above holds the results") from None
 
 
 # ----------------------------------------------------------------------------- command line

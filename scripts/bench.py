@@ -2,7 +2,7 @@
 
     python scripts/bench.py --agent ppo --env CartPole-v1 [--steps 5e5] [--set name=value ...]
                             [--seeds 1,16] [--json OUT]
-    python scripts/bench.py --agent ppo --env CartPole-v1 --compare-rejax /work/.venv-peers/bin/python
+    python scripts/bench.py --agent ppo --env CartPole-v1 --compare-rejax .venv-peers/bin/python [--rejax-bench FILE]
     python scripts/bench.py --agent dqn --env gym:CartPole-v1 --backend reverb [--steps 2e4] [--updates 1000]
 
 For each seed count (vmapped in one compile) it times training the way ``rlkit.run_training`` does
@@ -14,7 +14,7 @@ number of steps per env. The persistent compilation cache is off and in-memory c
 before each measurement, so compile times are honest.
 
 ``--compare-rejax PYTHON`` instead alternates fresh processes of this script (1 seed) and of
-/work/shared/peers/rejax_bench.py in that interpreter, with rlkit's config set to rejax_bench's
+the peer timing program (``--rejax-bench``, rejax's own train on the same settings) in that interpreter, with rlkit's config set to rejax_bench's
 settings (``--set`` still wins), and prints the median ratio rlkit/rejax of compile+run time.
 rejax's train includes its evaluation (initial and final, 128 episodes each), so rlkit's total is
 given with its evaluation (compile + run, 128 episodes) and without.
@@ -48,7 +48,9 @@ import rlkit.config
 
 jax.config.update("jax_enable_compilation_cache", False)
 
-REJAX_BENCH = Path(__file__).resolve().parents[2] / "shared" / "peers" / "rejax_bench.py"  # ../shared
+# The peer timing program (rejax's train on fixed settings, one JSON line): not part of rlkit, since rejax needs
+# its own environment; the team keeps it beside the checkout.
+REJAX_BENCH = Path(__file__).resolve().parents[2] / "shared" / "peers" / "rejax_bench.py"
 
 
 def rejax_settings(agent: str, steps: int, action_scale: float = 1.0) -> dict[str, str]:
@@ -212,7 +214,7 @@ def compare_rejax(args: argparse.Namespace, sets: dict[str, str]) -> list[dict]:
         *[arg for name, value in sets.items() for arg in ("--set", f"{name}={value}")],
     ]
     rejax_command = [
-        args.compare_rejax, str(REJAX_BENCH), args.agent, args.env, "--seeds", "1", "--steps", str(args.steps),
+        args.compare_rejax, str(args.rejax_bench), args.agent, args.env, "--seeds", "1", "--steps", str(args.steps),
     ]
     rows = []
     for repeat in range(args.repeats):
@@ -422,10 +424,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", help="write all results to this file")
     parser.add_argument("--compare-rejax", metavar="VENV_PYTHON",
                         help="compare with rejax_bench.py run in this interpreter (1 seed) instead")
+    parser.add_argument("--rejax-bench", type=Path, default=REJAX_BENCH, metavar="FILE",
+                        help="--compare-rejax: the peer timing program that runs rejax's train (default: the team's, "
+                             "beside the checkout)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs per library (--compare-rejax)")
     args = parser.parse_args(argv)
     if any(len(pair) != 2 for pair in args.sets):
         parser.error("--set expects NAME=VALUE")
+    if args.compare_rejax and not args.rejax_bench.is_file():
+        parser.error(f"--rejax-bench: {args.rejax_bench} is not a file (the peer timing program for rejax)")
     if args.steps is None:
         args.steps = 20_000 if args.backend in ("reverb", "distributed") else 500_000
     return args

@@ -11,7 +11,7 @@ the machine's noise falls on all of them alike, and prints each round and the me
 - ``ppo``: PPO on CartPole-v1, 5e5 steps, 1 seed, rejax_bench's (PureJaxRL's) settings. Each
   round runs ``rlkit train`` with an empty compile cache (the first run), the same command again
   with ``--first-seed 1`` (the second run, whose programs come from that cache: its log line
-  is quoted), and ``shared/peers/rejax_bench.py`` in rejax's own environment.
+  is quoted), and the peer timing program (``--rejax-bench``) in rejax's own environment.
 - ``dqn``: DQN on CartPole-v1, 5e5 steps, PureJaxRL's settings (``scripts/dqn_reference.py``),
   ``rlkit train`` with an empty cache beside that minimal single-file DQN; both returns quoted.
 """
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-REJAX_BENCH = ROOT.parent / "shared" / "peers" / "rejax_bench.py"
+REJAX_BENCH = ROOT.parent / "shared" / "peers" / "rejax_bench.py"  # the default --rejax-bench
 
 # rejax_bench.py's PPO (PureJaxRL's CartPole settings, rejax's 64x64 network); see bench.rejax_settings.
 PPO = {"num_envs": "4", "num_steps": "128", "num_epochs": "4", "num_minibatches": "4", "learning_rate": "2.5e-4",
@@ -69,12 +69,12 @@ def cache_line(output: str) -> str:
     return match.group(0) if match else "(no compile cache line)"
 
 
-def round_ppo(work: Path, env: dict[str, str], rejax_python: str) -> dict:
+def round_ppo(work: Path, env: dict[str, str], rejax_python: str, rejax_bench: Path) -> dict:
     cache = Path(tempfile.mkdtemp(dir=work, prefix="cache-"))  # empty: this round's first run compiles
     env = {**env, "RLKIT_COMPILE_CACHE": str(cache)}
     first, _ = timed(rlkit_train("ppo", PPO, work / "first"), env)
     second, output = timed(rlkit_train("ppo", PPO, work / "second", "--first-seed", "1"), env)
-    rejax, rejax_output = timed([rejax_python, str(REJAX_BENCH), "ppo", "CartPole-v1", "--seeds", "1",
+    rejax, rejax_output = timed([rejax_python, str(rejax_bench), "ppo", "CartPole-v1", "--seeds", "1",
                                  "--steps", STEPS], env)
     rejax_result = json.loads(rejax_output.strip().splitlines()[0])
     return {"rlkit_first_s": first, "rlkit_second_s": second, "rejax_s": rejax,
@@ -97,11 +97,15 @@ def round_dqn(work: Path, env: dict[str, str]) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("agent", choices=("ppo", "dqn"))
-    parser.add_argument("--rejax", metavar="PYTHON", help="ppo: the peer environment's python (shared/peers/setup.sh)")
+    parser.add_argument("--rejax", metavar="PYTHON", help="ppo: the python of rejax's environment (see the README)")
+    parser.add_argument("--rejax-bench", type=Path, default=REJAX_BENCH, metavar="FILE",
+                        help="ppo: the peer timing program that runs rejax's train (default: the team's, beside the checkout)")
     parser.add_argument("--repeats", type=int, default=None, help="rounds (default: 5 for ppo, 3 for dqn)")
     args = parser.parse_args()
     if args.agent == "ppo" and not args.rejax:
-        parser.error("ppo: --rejax PYTHON is required (build it with ../shared/peers/setup.sh)")
+        parser.error("ppo: --rejax PYTHON is required (the python of rejax's environment; see the README)")
+    if args.agent == "ppo" and not args.rejax_bench.is_file():
+        parser.error(f"ppo: --rejax-bench {args.rejax_bench} is not a file (the peer timing program for rejax)")
     repeats = args.repeats or (5 if args.agent == "ppo" else 3)
     env = {name: value for name, value in os.environ.items() if not name.startswith(("XLA_", "JAX_"))}
     env["PYTHONPATH"] = str(ROOT)
@@ -109,7 +113,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(repeats):
             work = Path(tempfile.mkdtemp(dir=tmp))
-            row = round_ppo(work, env, args.rejax) if args.agent == "ppo" else round_dqn(work, env)
+            row = round_ppo(work, env, args.rejax, args.rejax_bench) if args.agent == "ppo" else round_dqn(work, env)
             rows.append({"round": repeat, **{k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}})
             print(json.dumps(rows[-1]), flush=True)
     medians = {f"median_{k}": round(statistics.median(r[k] for r in rows), 3)

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+import rlkit
 from rlkit.cli import main
 
 
@@ -16,7 +17,7 @@ def test_train_writes_results_and_metrics(tmp_path, capsys):
         "train", "--agent", "ppo", "--env", "CartPole-v1", "--seeds", "2", "--steps", "1024",
         "--out", str(out), "--chunks", "2", "--eval-episodes", "3",
         "--set", "num_envs=4", "--set", "num_steps=32", "--set", "hidden_sizes=16,16",
-        "--set", "learning_rate=1e-3", "--tensorboard",
+        "--set", "learning_rate=1e-3", "--set", "max_grad_norm=inf", "--tensorboard",
     ])
     assert code == 0
     printed = capsys.readouterr()
@@ -24,6 +25,8 @@ def test_train_writes_results_and_metrics(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert results["agent"] == "ppo" and results["env"] == "CartPole-v1"
     assert results["config"]["learning_rate"] == 1e-3 and results["config"]["hidden_sizes"] == [16, 16]
+    assert results["config"]["max_grad_norm"] == "inf"  # JSON has no infinity; the run loads back with it
+    assert rlkit.load(out).config.max_grad_norm == float("inf")
     assert results["total_steps"] == 1024 and results["seeds"] == [0, 1]
     assert len(results["final_eval_return"]["per_seed"]) == 2
     for key in ("compile_seconds", "run_seconds", "steps_per_second"):
@@ -47,6 +50,7 @@ def test_train_writes_results_and_metrics(tmp_path, capsys):
     (["--agent", "ppo", "--env", "CartPole-v1", "--set", "learning_rate=0"], "learning_rate must be > 0"),
     (["--agent", "ppo", "--env", "CartPole-v1", "--set", "lr=0.1"], "has no field 'lr'"),
     (["--agent", "sarsa", "--env", "CartPole-v1"], "unknown agent 'sarsa'"),
+    (["--agent", "ppo", "--env", "CartPole-v1", "--first-seed", "-1"], "--first-seed -1: seeds must lie in [0, 2**31)"),
 ])
 def test_bad_input_fails_fast_with_a_clear_error(tmp_path, capsys, args, message):
     start = time.perf_counter()
@@ -102,3 +106,16 @@ def test_the_progress_line_counts_the_time_left_per_run_against_all_runs_through
     stream = io.StringIO()
     Progress(1000, stream=stream, runs=2).update(500, 200.0, 1.0)
     assert "ETA 0:05" in stream.getvalue() and "200 steps/s" in stream.getvalue()
+
+
+def test_a_config_keeps_non_finite_floats_through_json():
+    from rlkit.agents import dqn
+    from rlkit.config import from_dict, to_dict
+    from rlkit.runs.checkpoint import differences
+
+    config = dqn.Config(max_grad_norm=float("inf"), hidden_sizes=(8,))
+    saved = json.loads(json.dumps(to_dict(config), allow_nan=False))
+    assert saved["max_grad_norm"] == "inf" and from_dict(dqn.Config, saved) == config
+    legacy = {**saved, "max_grad_norm": None}  # how results.json held it before: null
+    assert from_dict(dqn.Config, legacy) == config
+    assert differences({"config": legacy}, {"config": saved}) == []  # such a run still resumes

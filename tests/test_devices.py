@@ -66,7 +66,7 @@ DATA_PARALLEL = textwrap.dedent("""
     from rlkit import RunConfig, agents, make_env, make_trainer, run_training
 
     env = make_env("CartPole-v1")
-    # PureJaxRL's PPO settings (the preset): 4 environments, one per device; 2 seeds vmapped.
+    # PPO's defaults (8 environments x 64 steps): two environments per device; 2 seeds vmapped.
     trainer = make_trainer(agents.ppo, agents.ppo.Config(), env, RunConfig(total_steps=500_000), data_parallel=4)
     assert trainer.plan.total_steps == 499_712 and trainer.plan.steps_per_iteration == 512, trainer.plan
     chunks = []

@@ -189,6 +189,9 @@ def test_make_host_errors_are_clear():
         make_host("gym:CartPol-v1")
     with pytest.raises(ValueError, match="unknown environment id 'CartPol-v1'"):
         make_host("gymnax:CartPol-v1")
+    if importlib.util.find_spec("Box2D") is None:  # a gymnasium id whose own dependency is missing
+        with pytest.raises(ValueError, match="gymnasium's LunarLander-v3 needs a package this Python lacks"):
+            make_host("gym:LunarLander-v3")
     if importlib.util.find_spec("dm_control") is None:
         with pytest.raises(ImportError, match="`envs` extra"):
             make_host("dm_control:cartpole-balance")

@@ -90,6 +90,16 @@ def test_bad_input_fails_before_compiling(tmp_path, cartpole, argv, message):
     assert not (tmp_path / "x").exists()
 
 
+def test_an_unwritable_out_is_refused_before_compiling(tmp_path, cartpole):
+    (tmp_path / "file").write_text("")
+    args = sweep_args(["--agent", "ppo", "--env", "CartPole-v1", "--steps", "5e5", "--grid", "learning_rate=1e-3",
+                       "--out", str(tmp_path / "file" / "sweep")])
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="cannot be written"):
+        sweep.command(args)
+    assert time.perf_counter() - start < 5, "errors must come before anything compiles"
+
+
 def fake_result(values, returns, group=0):
     report = sweep.GroupReport(group, {}, 1, len(returns), 64, 1.0, 0.5, 0.1)
     returns = np.asarray(returns, float)

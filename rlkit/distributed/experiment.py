@@ -22,10 +22,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+from rlkit.distributed.cluster import RAY_DIR
 from rlkit.distributed.job import DistributedSettings, Job
+from rlkit.runs.checkpoint import CHECKPOINT_DIR
+from rlkit.runs.rundir import FINAL_STATES_DIR, REPLAY_DIR
+from rlkit.types import KINDS
 
 BACKEND = "distributed"
-OWN_DIRS = ("checkpoints", "replay", "final_states", "ray")
+OWN_DIRS = (CHECKPOINT_DIR, REPLAY_DIR, FINAL_STATES_DIR, RAY_DIR)  # what --overwrite replaces
 
 
 def check(agent_module: Any, config: Any, env: str, total_steps: int, settings: DistributedSettings) -> Any:
@@ -36,12 +40,11 @@ def check(agent_module: Any, config: Any, env: str, total_steps: int, settings: 
     if spec.needs_dataset:
         raise ValueError(f"agent {agent_module.__name__.rsplit('.', 1)[-1]} learns only from a dataset, on the "
                          "device backend: rlkit train --dataset D")
-    if spec.kind not in ("transitions", "sequences", "rollout"):
-        raise ValueError(f"--backend distributed: experience kind {spec.kind!r} is not one of transitions, sequences, "
-                         "rollout")
+    if spec.kind not in KINDS:
+        raise ValueError(f"--backend distributed: experience kind {spec.kind!r} is not one of {', '.join(KINDS)}")
     try:
         env_spec = environment_spec(make_host(env, seed=0))
-    except ValueError as error:
+    except (ValueError, ImportError) as error:  # ImportError: dm_control or its rendering backend
         raise ValueError(f"{error} (--backend distributed runs host environments)") from None
     agent_module.make(config, env_spec, total_steps)  # the agent fits the environment
     if spec.min_size >= total_steps:
@@ -57,7 +60,7 @@ def run(
     total_steps: int,
     *,
     out: str | Path,
-    num_actors: int = 2,
+    num_actors: int | None = None,
     seed: int = 0,
     settings: DistributedSettings | None = None,
     metrics_every: int | None = None,
@@ -74,6 +77,8 @@ def run(
     log: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
     """Train one seed with a replay server, a learner and ``num_actors`` actors on Ray; write the records.
+
+    ``num_actors`` (default ``settings.num_actors``, 2 without ``settings``) may be given or be in ``settings``.
 
     ``metrics_every`` (default a tenth of the budget): environment steps between metrics lines, each with a
     greedy evaluation of ``settings.eval_episodes`` episodes. ``checkpoint_every_steps`` and
@@ -92,8 +97,8 @@ def run(
     from rlkit.runs.reverb_runner import MetricsTable
 
     if settings is None:
-        settings = DistributedSettings(num_actors=num_actors)
-    elif num_actors not in (2, settings.num_actors):  # 2: the default, left as it is
+        settings = DistributedSettings() if num_actors is None else DistributedSettings(num_actors=num_actors)
+    elif num_actors not in (None, settings.num_actors):
         raise ValueError(f"num_actors={num_actors} and settings.num_actors={settings.num_actors}: give one of them")
     if metrics_every is None:
         metrics_every = max(1, total_steps // 10)

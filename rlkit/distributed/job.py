@@ -113,4 +113,6 @@ def build(job: Job) -> Built:
 
 
 def replay_directory(job: Job) -> Path:
-    return Path(job.run_dir) / "replay"
+    from rlkit.runs.rundir import REPLAY_DIR
+
+    return Path(job.run_dir) / REPLAY_DIR

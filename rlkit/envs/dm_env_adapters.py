@@ -289,7 +289,10 @@ def _make_gymnasium(name: str):
         raise ValueError(
             f"make_host: unknown gymnasium id {name!r}.{hint} Registered ids: {', '.join(known)}."
         )
-    return gymnasium.make(name)
+    try:
+        return gymnasium.make(name)
+    except gymnasium.error.DependencyNotInstalled as error:  # e.g. Box2D for LunarLander
+        raise ValueError(f"make_host: gymnasium's {name} needs a package this Python lacks ({error})") from None
 
 
 def _make_dm_control(name: str, seed: int) -> dm_env.Environment:

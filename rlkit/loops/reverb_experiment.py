@@ -134,7 +134,6 @@ class HostExperiment:
         self._first = np.ones(settings.num_envs, bool)
         self._episode_return = np.zeros(settings.num_envs)
         self._episode_length = np.zeros(settings.num_envs, np.int64)
-        self.timers = {"sample": 0.0, "update": 0.0}  # seconds the learner spent sampling, dispatching updates
 
     # -- compiling ------------------------------------------------------------------------------
 
@@ -246,17 +245,11 @@ class HostExperiment:
             self.learning = True
         metrics = []
         for _ in range(self.spec.updates_per_rollout):
-            sampled = time.perf_counter()
             drawn = self._next_batch if self._next_batch is not None else self.sampler.sample()
-            updated = time.perf_counter()
             metrics.append(self._update_on(drawn))
-            self.timers["sample"] += updated - sampled
-            self.timers["update"] += time.perf_counter() - updated
             if self.settings.prefetch:
                 # The update runs on XLA's threads (dispatch is asynchronous); sample the next batch meanwhile.
-                prefetched = time.perf_counter()
                 self._next_batch = self.sampler.sample()
-                self.timers["sample"] += time.perf_counter() - prefetched
             self._write_priorities(drawn[0])
         if (self.updates // self.spec.updates_per_rollout) % self.settings.push_every == 0:
             self.actor.update_state(self.state)
@@ -268,14 +261,10 @@ class HostExperiment:
         while self.writer.items_written - self._items_taken >= self.feeder.items_per_batch:
             self.writer.flush()  # the rollouts must be in the queue before the sampler takes them
             self.learning = True
-            sampled = time.perf_counter()
             drawn = self.sampler.sample()
             self._items_taken += self.feeder.items_per_batch
-            updated = time.perf_counter()
             for _ in range(self.spec.updates_per_rollout):
                 metrics.append(self._update_on(drawn))
-            self.timers["sample"] += updated - sampled
-            self.timers["update"] += time.perf_counter() - updated
             if (self.updates // self.spec.updates_per_rollout) % self.settings.push_every == 0:
                 self.actor.update_state(self.state)
         return metrics

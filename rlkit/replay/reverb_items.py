@@ -253,7 +253,6 @@ class Sampler:
         self.max_in_flight = max_in_flight or 2 * items_per_batch
         self.codec = ItemCodec(example)
         self._sampler = None
-        self.samples = 0  # batch entries returned so far
 
     def _assemble(self, rows: np.ndarray) -> Any:
         """``[items, steps_per_item * size]`` rows -> the batch ``sample`` returns."""
@@ -313,7 +312,6 @@ class Sampler:
             self._sampler = None
             self._raise_timeout(timeout)
         keys, probabilities, rows = result
-        self.samples += self.batch_size
         return keys, probabilities, self._assemble(rows)
 
     def _raise_timeout(self, timeout: float):

@@ -192,6 +192,8 @@ def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[st
         if name == "config":
             old, new = saved.get(name, {}), current.get(name, {})
             for field in sorted(set(old) | set(new)):
+                if old.get(field) is None and new.get(field) == "inf":
+                    continue  # written before configs kept non-finite floats (config.from_dict reads null as inf)
                 if old.get(field) != new.get(field):
                     out.append(f"config.{field} was {old.get(field)!r}, now {new.get(field)!r}")
         elif saved.get(name) != current.get(name):

@@ -29,8 +29,7 @@ def train_command(args: argparse.Namespace) -> int:
     from rlkit.runs.trained import ALL_SEEDS
 
     # Everything is validated before anything compiles.
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    cfg.check_seeds(args.first_seed, args.seeds)
     agent_module = agents.get(args.agent)
     config = cfg.override(presets.config_for(args.agent, args.env), dict(args.overrides))
     env = envs.make(args.env, observe=args.observe)

@@ -28,6 +28,7 @@ def train_command(args: argparse.Namespace) -> int:
         raise ValueError(WORLD_HINT)
     if args.seeds != 1:
         raise ValueError(f"--seeds={args.seeds}: a distributed run trains one seed (choose it with --first-seed)")
+    cfg.check_seeds(args.first_seed, args.seeds)
     if args.actors < 1:
         raise ValueError(f"--actors must be >= 1, got {args.actors}")
     if args.chunks < 1 or args.eval_episodes < 1:

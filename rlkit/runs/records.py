@@ -51,9 +51,11 @@ class MetricsWriter:
                     f"--resume: {self.path} has {len(kept)} lines but the checkpoint expects "
                     f"{keep_lines}; the run directory was changed by hand"
                 )
-        self._file = open(self.path, "w", encoding="utf-8")
-        self._file.writelines(kept)
-        self._file.flush()
+            # The kept lines replace the file in one rename: a kill or a full disk meanwhile leaves it whole.
+            tmp = self.path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(kept), encoding="utf-8")
+            os.replace(tmp, self.path)
+        self._file = open(self.path, "a" if keep_lines is not None else "w", encoding="utf-8")
         self.lines = len(kept)
 
     def write(self, record: Mapping[str, Any]) -> None:

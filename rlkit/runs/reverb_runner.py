@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-REPLAY_DIR = "replay"
+from rlkit.runs.rundir import REPLAY_DIR
+
 WORLD_HINT = (
     "--backend reverb needs the Reverb world (dm-reverb and TensorFlow), which this Python environment "
     "does not have; run the same command there: bash scripts/run.sh reverb python -m rlkit train ... "
@@ -134,8 +135,7 @@ def train_command(args: argparse.Namespace) -> int:
 
     # Everything is validated before Reverb is imported or anything compiles.
     require_reverb()
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    cfg.check_seeds(args.first_seed, args.seeds)
     if args.eval_episodes < 1:
         raise ValueError(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
     if args.chunks < 1:
@@ -161,7 +161,7 @@ def train_command(args: argparse.Namespace) -> int:
     check_spec(spec)  # replay sizes, sequence lengths and periods: the device's checks (no Reverb needed)
     try:
         env = make_host(args.env, seed=args.first_seed)
-    except ValueError as error:
+    except (ValueError, ImportError) as error:  # ImportError: dm_control or its rendering backend
         raise ValueError(f"{error} (--backend reverb runs host environments)") from None
     env_spec = environment_spec(env)
     del env
@@ -291,12 +291,12 @@ def _train_seeds(
         replay_dir = run_dir / REPLAY_DIR / f"seed_{seed}"
         resuming = args.resume and seed_index == run["seed_index"] and run["seed_chunks"] > 0
         if resuming:
-            keep_replay_checkpoints(replay_dir, [run["replay_checkpoint"]])
-            if not replay_checkpoints(replay_dir):
+            if not (replay_dir / run["replay_checkpoint"]).is_dir():  # checked before anything is deleted
                 raise ValueError(
                     f"--resume: the replay checkpoint {replay_dir / run['replay_checkpoint']} is missing; "
                     "start a new --out"
                 )
+            keep_replay_checkpoints(replay_dir, [run["replay_checkpoint"]])  # and drop any a kill left unnamed
         else:
             shutil.rmtree(replay_dir, ignore_errors=True)
             run.update(seed_index=seed_index, seed_chunks=0, seed_seconds=0.0, counters=None, replay_checkpoint=None)
@@ -336,10 +336,11 @@ def _train_seeds(
                 if chunk + 1 < num_chunks and checkpointer.due(done_steps, final=False):
                     run["counters"] = experiment.counters()
                     run["replay_checkpoint"] = Path(experiment.checkpoint_replay()).name
-                    keep_replay_checkpoints(replay_dir, [p.name for p in replay_checkpoints(replay_dir)]
-                                             [-args.keep_checkpoints:])
                     checkpointer.save(seed_index * num_chunks + chunk + 1, experiment.run_state(), done_steps,
                                       {**run, "env_steps": done_steps, "history": table.history})
+                    # Only once the checkpoint naming the new replay is saved: a kill before leaves the old pair.
+                    keep_replay_checkpoints(replay_dir, [p.name for p in replay_checkpoints(replay_dir)]
+                                             [-args.keep_checkpoints:])
                     progress.note(f"checkpoint: seed {seed}, {experiment.env_steps:,} steps")
             progress.note(f"seed {seed}: evaluating {args.eval_episodes} episodes with the deterministic policy")
             eval_start = time.perf_counter()

@@ -25,6 +25,7 @@ from rlkit.runs.checkpoint import CHECKPOINT_DIR, differences, has_checkpoints
 
 RUN_FILE = records.RUN_FILE
 FINAL_STATES_DIR = "final_states"  # the final agent states, for rlkit.load, eval and render
+REPLAY_DIR = "replay"  # Reverb checkpoints of the replay (Reverb and distributed runs)
 TENSORBOARD_DIR = "tensorboard"
 
 
@@ -60,7 +61,7 @@ def check_trackers(tensorboard: bool, wandb: bool) -> None:
         raise ValueError("--tensorboard needs tensorboardX: pip install 'rlkit[tensorboard]' (or tensorboardX)")
 
 
-def _check_writable(run_dir: Path) -> None:
+def check_writable(run_dir: Path) -> None:
     """A one-line ValueError where ``--out`` cannot be created or written."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -126,7 +127,7 @@ def open_run_dir(
         if finished:
             return OpenedRun(run_dir, resume=False, complete=True)
         if checkpointed:
-            _check_writable(run_dir)
+            check_writable(run_dir)
             return OpenedRun(run_dir, resume=True, complete=False)
         if saved is None and has_metrics:
             raise ValueError(f"--resume: {run_dir} holds records of an unknown run and no checkpoint; "
@@ -146,7 +147,7 @@ def open_run_dir(
         if changed:
             raise FileExistsError(f"--out {run_dir}: {RUN_FILE} names another run (is it still starting?): "
                                   + "; ".join(changed) + "; choose another directory or pass --overwrite")
-    _check_writable(run_dir)
+    check_writable(run_dir)
     if overwrite:
         for name in (*own_dirs, TENSORBOARD_DIR):
             shutil.rmtree(run_dir / name, ignore_errors=True)

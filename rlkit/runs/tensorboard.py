@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-TENSORBOARD_DIR = "tensorboard"
+from rlkit.runs.rundir import TENSORBOARD_DIR
 
 
 def summary_writer(directory: Path, resumed_steps: int | None) -> Any:

@@ -22,7 +22,6 @@ import numpy as np
 
 from rlkit.types import Agent, AgentState
 
-HOST_BACKEND = "reverb"
 HOST_BACKENDS = ("reverb", "distributed")  # runs whose final states act in host environments
 ALL_SEEDS = "all_seeds"  # final_states/all_seeds: a device run's final agent states, leading axis over seeds
 
@@ -37,7 +36,7 @@ class TrainedRun(NamedTuple):
         ``seed -> dm_env.Environment`` factory of its host environment.
       config: the agent's config as trained.
       seeds: the run's seeds, in the order of ``agent_state``'s leading axis.
-      backend: ``"device"`` or ``"reverb"``.
+      backend: ``"device"``, ``"reverb"`` or ``"distributed"`` (the last two act in host environments).
       results: the run's ``results.json``.
       run_dir: where it was loaded from.
     """
@@ -76,10 +75,10 @@ def _results(run_dir: Path) -> dict[str, Any]:
 
 
 def _config(module: Any, saved: dict[str, Any]) -> Any:
-    """The agent's Config from its JSON form (lists back to tuples), validated as it was."""
-    fields = {f.name for f in dataclasses.fields(module.Config)}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in fields}
-    return module.Config(**values)
+    """The agent's Config from its JSON form, validated as it was."""
+    from rlkit.config import from_dict
+
+    return from_dict(module.Config, saved)
 
 
 def load(run_dir: str | Path) -> TrainedRun:
@@ -194,7 +193,7 @@ def _load_host(run_dir: Path, results: dict[str, Any], module: Any, config: Any)
         except Exception as error:
             raise _does_not_fit(run_dir, error) from None
     stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *states)
-    return TrainedRun(agent, stacked, make_env, config, seeds, HOST_BACKEND, results, run_dir)
+    return TrainedRun(agent, stacked, make_env, config, seeds, results["backend"], results, run_dir)
 
 
 def _does_not_fit(run_dir: Path, error: Exception) -> ValueError:
@@ -226,7 +225,7 @@ def evaluate_trained(run: TrainedRun, episodes: int | None = None, seeds: Sequen
     deterministic = policy == "greedy"
     seeds = run.seeds if seeds is None else list(seeds)
     indices = [run.index(seed) for seed in seeds]
-    if run.backend == HOST_BACKEND:
+    if run.backend in HOST_BACKENDS:
         return _evaluate_host(run, episodes, seeds, indices, EVAL_SEED, deterministic)
     return _evaluate_device(run, episodes, seeds, indices, EVAL_SEED, deterministic)
 

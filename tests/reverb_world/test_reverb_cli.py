@@ -120,6 +120,7 @@ def test_backend_reverb_validates_before_starting(tmp_path, capsys, reverb_modul
          "--transitions-per-item applies to transition replay only; agent ppo learns from rollout"),
         (["--agent", "dqn", "--env", "CartPole-v1"], "prefixes"),
         (["--agent", "dqn", "--env", "gym:CartPol-v1"], "Did you mean CartPole-v1"),
+        (["--agent", "dqn", "--env", "gym:CartPole-v1", "--first-seed", "-3"], "--first-seed -3: seeds must lie"),
         (["--agent", "dqn", "--env", "gym:Pendulum-v1"], "discrete action space"),
         (["--agent", "dqn", "--env", "gym:CartPole-v1", "--set", "learning_starts=5000"], "before learning starts"),
         (["--agent", "dqn", "--env", "gym:CartPole-v1", "--host-envs", "3"], "--host-envs=3 must be >= 1 and divide"),
