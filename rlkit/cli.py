@@ -6,7 +6,7 @@ import argparse
 import sys
 import textwrap
 
-from rlkit import sweep
+from rlkit import sweep_command
 from rlkit.config import parse_assignment, parse_indices, parse_steps
 from rlkit.runs import collect, compile_cache
 
@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="directories written by 'train --out'")
     export.add_argument("--out", default="metrics.csv", help="CSV file to write (default metrics.csv)")
     collect.add_parser(commands)
-    sweep.add_parser(commands, epilog=epilog)
+    sweep_command.add_parser(commands, epilog=epilog)
     return parser
 
 
@@ -264,7 +264,7 @@ def export_command(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": train_command, "plot": plot_command, "eval": eval_command, "render": render_command,
-            "export": export_command, "collect": collect.command, "sweep": sweep.command}
+            "export": export_command, "collect": collect.command, "sweep": sweep_command.command}
 
 
 def main(argv: list[str] | None = None) -> int:

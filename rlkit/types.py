@@ -210,6 +210,15 @@ def weighted_mean(values: jax.Array, weights: jax.Array | None) -> jax.Array:
     return jnp.mean(weights.reshape(weights.shape + (1,) * (values.ndim - 1)) * values)
 
 
+def epsilon_greedy(key: jax.Array, greedy: jax.Array, epsilon: jax.Array, num_actions: int) -> jax.Array:
+    """``greedy`` actions, each replaced by a uniform random one with probability ``epsilon`` (a scalar or one
+    per action). rlax has the same in ``rlax.epsilon_greedy``, through distrax, which value agents need not load.
+    """
+    explore_key, action_key = jax.random.split(key)
+    explore = jax.random.uniform(explore_key, greedy.shape) < epsilon
+    return jnp.where(explore, jax.random.randint(action_key, greedy.shape, 0, num_actions), greedy)
+
+
 class InitFn(Protocol):
     def __call__(self, key: jax.Array) -> AgentState: ...
 

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from rlkit import agents, sweep
+from rlkit import agents, sweep, sweep_command
 from rlkit.agents import ppo
 from rlkit.stats import Estimate
 
@@ -19,7 +19,7 @@ TINY = ["--set", "num_steps=16", "--set", "num_minibatches=2", "--set", "num_epo
 
 def sweep_args(argv):
     parser = argparse.ArgumentParser(prog="python -m rlkit")
-    sweep.add_parser(parser.add_subparsers(dest="command", required=True))
+    sweep_command.add_parser(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(["sweep", *argv])
 
 
@@ -85,7 +85,7 @@ def test_bad_input_fails_before_compiling(tmp_path, cartpole, argv, message):
     args = sweep_args(["--agent", "ppo", "--env", "CartPole-v1", "--steps", "5e5", *argv, "--out", str(tmp_path / "x")])
     start = time.perf_counter()
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
-        sweep.command(args)
+        sweep_command.command(args)
     assert time.perf_counter() - start < 5, "errors must come before anything compiles"
     assert not (tmp_path / "x").exists()
 
@@ -96,7 +96,7 @@ def test_an_unwritable_out_is_refused_before_compiling(tmp_path, cartpole):
                        "--out", str(tmp_path / "file" / "sweep")])
     start = time.perf_counter()
     with pytest.raises(ValueError, match="cannot be written"):
-        sweep.command(args)
+        sweep_command.command(args)
     assert time.perf_counter() - start < 5, "errors must come before anything compiles"
 
 
@@ -111,10 +111,10 @@ def test_rank_and_table():
     results = [fake_result({"learning_rate": 1e-3}, [10, 20]), fake_result({"learning_rate": 3e-3}, [30, 50], 1)]
     ranked = sweep.rank(results)
     assert [r.values["learning_rate"] for r in ranked] == [3e-3, 1e-3]
-    lines = sweep.format_table(ranked, ["learning_rate"]).splitlines()
+    lines = sweep_command.format_table(ranked, ["learning_rate"]).splitlines()
     assert lines[0].split()[:3] == ["rank", "learning_rate", "mean"]
     assert lines[2].split()[:3] == ["1", "0.003", "40.00"] and lines[2].endswith("30.0 50.0")
-    assert "in 2 compile(s)" in sweep.format_summary(results, 2, 3.0)
+    assert "in 2 compile(s)" in sweep_command.format_summary(results, 2, 3.0)
 
 
 @pytest.mark.once
@@ -131,7 +131,7 @@ def test_tiny_sweep_end_to_end(tmp_path, monkeypatch, capsys):
     out = tmp_path / "sweep"
     argv = ["--agent", "ppo", "--env", "CartPole-v1", "--grid", "learning_rate=1e-3,3e-3", "--grid", "num_envs=2,4",
             *TINY, "--out", str(out)]
-    assert sweep.command(sweep_args(argv)) == 0
+    assert sweep_command.command(sweep_args(argv)) == 0
 
     # One compile per num_envs value: init, chunk and eval each traced once per group.
     assert sorted(traced_num_envs) == [2, 2, 2, 4, 4, 4]
@@ -163,7 +163,7 @@ def test_tiny_sweep_end_to_end(tmp_path, monkeypatch, capsys):
     # A second sweep into the same directory is refused before compiling.
     start = time.perf_counter()
     with pytest.raises(FileExistsError, match="already holds sweep.json"):
-        sweep.command(sweep_args(argv))
+        sweep_command.command(sweep_args(argv))
     assert time.perf_counter() - start < 5
 
 

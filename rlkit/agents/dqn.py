@@ -33,7 +33,16 @@ import rlax
 from rlkit import config as cfg
 from rlkit.networks import DistributionalQNetwork, QNetwork, activation_fn
 from rlkit.torsos import check_torso, torso_fields
-from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Transition, split_weights, weighted_mean
+from rlkit.types import (
+    ActOutput,
+    Agent,
+    EnvSpec,
+    ExperienceSpec,
+    Transition,
+    epsilon_greedy,
+    split_weights,
+    weighted_mean,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,10 +221,8 @@ def make(
         greedy = jnp.argmax(q, axis=-1)
         if deterministic:
             return ActOutput(greedy, carry, {})
-        explore_key, action_key = jax.random.split(key)
-        explore = jax.random.uniform(explore_key, greedy.shape) < epsilon_schedule(state.grad_steps)
-        random_action = jax.random.randint(action_key, greedy.shape, 0, spec.num_actions)
-        return ActOutput(jnp.where(explore, random_action, greedy), carry, {})
+        action = epsilon_greedy(key, greedy, epsilon_schedule(state.grad_steps), spec.num_actions)
+        return ActOutput(action, carry, {})
 
     def distributional_loss(out_tm1, out_t_target, out_t_selector, batch: Transition):
         """Per-transition C51 cross-entropy or QR-DQN quantile Huber loss (rlax)."""

@@ -23,7 +23,7 @@ import rlax
 from rlkit import config as cfg
 from rlkit.networks import QNetwork, activation_fn
 from rlkit.torsos import check_torso, torso_fields
-from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Trajectory
+from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Trajectory, epsilon_greedy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,10 +149,7 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
         greedy = jnp.argmax(q, axis=-1)
         if deterministic:
             return ActOutput(greedy, carry, {})
-        explore_key, action_key = jax.random.split(key)
-        explore = jax.random.uniform(explore_key, greedy.shape) < epsilon_schedule(state.iterations)
-        random_action = jax.random.randint(action_key, greedy.shape, 0, spec.num_actions)
-        return ActOutput(jnp.where(explore, random_action, greedy), carry, {})
+        return ActOutput(epsilon_greedy(key, greedy, epsilon_schedule(state.iterations), spec.num_actions), carry, {})
 
     def loss_fn(params, batch):
         q = network.apply(params, batch["obs"])

@@ -32,7 +32,16 @@ from rlkit import config as cfg
 from rlkit import networks
 from rlkit.networks import RecurrentQNetwork, activation_fn, zero_memory
 from rlkit.torsos import check_torso, torso_fields
-from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Trajectory, episode_starts, split_weights
+from rlkit.types import (
+    ActOutput,
+    Agent,
+    EnvSpec,
+    ExperienceSpec,
+    Trajectory,
+    episode_starts,
+    epsilon_greedy,
+    split_weights,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,10 +189,8 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
         extras = {"memory": memory}
         if deterministic:
             return ActOutput(greedy, next_memory, extras)
-        explore_key, action_key = jax.random.split(key)
-        explore = jax.random.uniform(explore_key, greedy.shape) < epsilon(state, greedy.shape[0])
-        random_action = jax.random.randint(action_key, greedy.shape, 0, spec.num_actions)
-        return ActOutput(jnp.where(explore, random_action, greedy), next_memory, extras)
+        action = epsilon_greedy(key, greedy, epsilon(state, greedy.shape[0]), spec.num_actions)
+        return ActOutput(action, next_memory, extras)
 
     def q_values(params, memory, obs, next_obs, starts):
         """Q of each step's observation and next observation ``[L, B, A]``; the first ``burn_in`` steps
