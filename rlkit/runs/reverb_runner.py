@@ -222,6 +222,7 @@ def _train(
         )
     # Reverb and TensorFlow load here (rlax first: TensorFlow Probability needs it before TensorFlow).
     from rlkit.loops import reverb_experiment
+    from rlkit.runs.checkpoint import has_checkpoints
 
     run = {  # what a checkpoint records besides the agent state (JSON)
         "seed_index": 0, "seed_chunks": 0, "finished": [], "run_seconds": 0.0, "compile_seconds": 0.0,
@@ -253,10 +254,15 @@ def _train(
 
             trackers.append(WandbWriter(run_dir, identity, seeds, project=args.wandb_project,
                                         entity=args.wandb_entity, group=args.wandb_group, mode=args.wandb_mode))
-        _train_seeds(
-            args, agent_module, config, plan, seeds, steps_per_chunk, run_dir, checkpointer, eval_seed,
-            reverb_experiment, run, table, progress, restored if args.resume else None,
-        )
+        try:
+            _train_seeds(
+                args, agent_module, config, plan, seeds, steps_per_chunk, run_dir, checkpointer, eval_seed,
+                reverb_experiment, run, table, progress, restored if args.resume else None,
+            )
+        except reverb_experiment.reverb_replay.ReplayUnavailable as error:  # the replay stopped answering
+            resumable = "--resume continues from the last checkpoint" if has_checkpoints(run_dir) else \
+                "no checkpoint was written yet"
+            raise ValueError(f"the replay stopped answering ({error}); {resumable}") from None
         progress.close()
         per_seed = np.asarray([np.mean(f["eval_returns"]) for f in run["finished"]])
         rundir.finish_run(

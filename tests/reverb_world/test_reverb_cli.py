@@ -138,6 +138,20 @@ def test_backend_reverb_validates_before_starting(tmp_path, capsys, reverb_modul
         assert not (tmp_path / "x").exists()
 
 
+def test_a_replay_that_stops_answering_is_a_one_line_error(tmp_path, capsys, monkeypatch, reverb_module):
+    from rlkit.cli import main
+    from rlkit.loops import reverb_experiment
+
+    def stuck(self, steps):
+        raise reverb_experiment.reverb_replay.ReplayUnavailable("no answer from the table within 5 s")
+
+    monkeypatch.setattr(reverb_experiment.HostExperiment, "train", stuck)
+    code = main(["train", *TINY, "--steps", "1000", "--out", str(tmp_path / "run"), "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and error.startswith("rlkit train: error: the replay stopped answering (no answer"), error
+    assert error.endswith("no checkpoint was written yet") and not (tmp_path / "run" / "results.json").exists()
+
+
 def test_a_resumed_tensorboard_log_keeps_the_checkpoints_point_and_hides_what_came_after(tmp_path, reverb_module):
     """What TensorBoard shows after a resume (its reader applies the purge; the Reverb world has it via TF)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
