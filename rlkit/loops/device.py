@@ -20,6 +20,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -300,6 +301,7 @@ def make_trainer(
             agent_state, metrics = agent.update(agent_state, batch, update_key)
             priorities = metrics.pop("priorities", None)
             if spec.prioritized and priorities is not None:
+                chex.assert_equal_shape([priorities, indices])  # one priority per sampled item
                 written = feeder.set_priorities(written, indices, priorities)
             return (agent_state, written), metrics
 

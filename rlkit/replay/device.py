@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
+import chex
 import flashbax
 import jax
 import jax.numpy as jnp
@@ -131,10 +132,13 @@ def _rollout_feeder(spec: ExperienceSpec, example: Trajectory) -> Feeder:
     )
 
 
-def _replay(spec: ExperienceSpec, example: Trajectory, length: int, period: int, unpack: Callable) -> Feeder:
+def _replay(
+    spec: ExperienceSpec, example: Trajectory, length: int, period: int, unpack: Callable, batch_shape: tuple[int, ...]
+) -> Feeder:
     """A flashbax buffer of steps per environment, sampled as ``length`` steps starting ``period`` apart.
 
-    ``unpack`` turns a sample ``[B, length, ...]`` into the batch ``update`` takes.
+    ``unpack`` turns a sample ``[B, length, ...]`` into the batch ``update`` takes, whose leaves start with
+    ``batch_shape`` (checked).
     """
     capacity = spec.buffer_size // spec.num_envs
     capacity -= capacity % period  # the prioritized buffer wants whole periods
@@ -159,6 +163,7 @@ def _replay(spec: ExperienceSpec, example: Trajectory, length: int, period: int,
         del rollout
         drawn = buffer.sample(state, key)
         batch = unpack(drawn.experience)
+        chex.assert_tree_shape_prefix(batch, batch_shape)
         if not spec.prioritized:
             return batch, ()
         weights = importance_weights(drawn.probabilities, spec.importance_exponent)
@@ -174,12 +179,14 @@ def _replay(spec: ExperienceSpec, example: Trajectory, length: int, period: int,
 
 def _transition_replay(spec: ExperienceSpec, example: Trajectory) -> Feeder:
     fold = jax.vmap(n_step_transition, in_axes=(0, None))
-    return _replay(spec, example, spec.n_step, 1, lambda steps: fold(transitions(steps), spec.gamma))
+    fold_steps = lambda steps: fold(transitions(steps), spec.gamma)  # noqa: E731
+    return _replay(spec, example, spec.n_step, 1, fold_steps, (spec.batch_size,))
 
 
 def _sequence_replay(spec: ExperienceSpec, example: Trajectory) -> Feeder:
     time_major = lambda steps: jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), steps)  # noqa: E731
-    return _replay(spec, example, spec.sequence_length, spec.sequence_period, time_major)
+    return _replay(spec, example, spec.sequence_length, spec.sequence_period, time_major,
+                   (spec.sequence_length, spec.batch_size))
 
 
 FEEDERS: dict[str, Callable[[ExperienceSpec, Trajectory], Feeder]] = {
