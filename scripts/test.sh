@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The one command that runs the whole test suite, in both pinned worlds:
-#   core   (numpy 2, newest jax):       python -m pytest -q tests                  (everything)
-#   reverb (dm-reverb + TF 2.15):       RLKIT_REQUIRE_REVERB=1 python -m pytest -q tests -m "reverb or not (learning or once)"
-# Core learning tests, and the slow tests marked `once` (the same in both worlds), run once, in the core world; reverb-marked tests (the Reverb learning tests
-# included) run in the Reverb world and must run there, not skip. Both worlds always run; exit status is non-zero if either failed, including
-# pytest's exit 5 (no tests collected). Extra arguments are passed to both pytest runs.
+# The one command that runs the test suite, in both pinned worlds:
+#   core   (numpy 2, newest jax):  python -m pytest -q tests -m "not slow_learning"
+#   reverb (dm-reverb + TF 2.15):  RLKIT_REQUIRE_REVERB=1 python -m pytest -q tests -m "(reverb or both_worlds) and not slow_learning"
+# Every test runs once: in the core world, unless it is marked `reverb` (it needs Reverb and must run there,
+# not skip); tests marked `both_worlds` (imports, environments, the host loop) run in both. Learning tests
+# marked `slow_learning` are left out for CI's time; run them with -m slow_learning in either world. Both
+# worlds always run; exit status is non-zero if either failed, including pytest's exit 5 (no tests
+# collected). Extra arguments are passed to both pytest runs (a -m there replaces the selection).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -45,8 +47,8 @@ if ! bash scripts/run.sh core ruff check rlkit tests baselines scripts; then
 else
   SUMMARY[lint]="ok"
 fi
-run_world core "$@"
-RLKIT_REQUIRE_REVERB=1 run_world reverb -m "reverb or not (learning or once)" "$@"
+run_world core -m "not slow_learning" "$@"
+RLKIT_REQUIRE_REVERB=1 run_world reverb -m "(reverb or both_worlds) and not slow_learning" "$@"
 
 echo "===== [test.sh] summary ====="
 echo "[test.sh] lint: ${SUMMARY[lint]}"

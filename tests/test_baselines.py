@@ -51,7 +51,6 @@ def test_every_device_baseline_is_covered():
     assert files == {name for name, _ in CASES}, "add new baselines to CASES"
 
 
-@pytest.mark.once
 @pytest.mark.parametrize("name,env_id", CASES)
 def test_baseline_trains_a_few_steps(name, env_id):
     module = load(name)

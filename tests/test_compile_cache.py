@@ -21,7 +21,6 @@ def train(out, cache, *extra):
                           capture_output=True, text=True, timeout=300, env=env)
 
 
-@pytest.mark.once  # the same in both worlds: runs in the core world only
 def test_second_run_with_other_seeds_and_floats_loads_every_program_from_the_cache(tmp_path):
     cache = tmp_path / "cache"
     first = train(tmp_path / "first", cache)
@@ -42,7 +41,6 @@ def test_second_run_with_other_seeds_and_floats_loads_every_program_from_the_cac
     assert results["off"]["final_eval_return"] == results["second"]["final_eval_return"]
 
 
-@pytest.mark.once
 def test_two_processes_share_one_cache(tmp_path):
     cache = tmp_path / "cache"
     env = {**os.environ, "RLKIT_COMPILE_CACHE": str(cache)}
@@ -70,7 +68,6 @@ def test_a_budget_beyond_int32_step_counters_is_refused_before_compiling(tmp_pat
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.once
 def test_every_preset_traces_with_all_its_floats_as_program_inputs():
     """``rlkit train`` passes every float of the config as a runtime input (one compile serves other values)."""
     import jax

@@ -5,8 +5,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
 FOUR_DEVICES = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
 
 
@@ -47,12 +45,10 @@ SHARDED_AND_NOT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.once
 def test_runs_split_over_four_devices_train_as_on_one():
     run_on_four_devices(SHARDED_AND_NOT)
 
 
-@pytest.mark.once
 def test_train_refuses_devices_it_cannot_use(tmp_path):
     done = subprocess.run([sys.executable, "-m", "rlkit", "train", "--agent", "ppo", "--env", "CartPole-v1",
                            "--seeds", "3", "--devices", "2", "--steps", "1000", "--out", str(tmp_path / "run")],
@@ -113,7 +109,6 @@ DATA_PARALLEL = textwrap.dedent("""
 """)
 
 
-@pytest.mark.once
 def test_one_run_split_over_four_devices_learns_cartpole():
     """Data parallel: each of 4 devices steps one of PPO's 4 environments; gradients averaged."""
     run_on_four_devices(DATA_PARALLEL)

@@ -17,6 +17,8 @@ from rlkit.envs import GymnaxWrapper, GymWrapper, environment_spec, make, make_h
 from rlkit.loops import Actor, EnvironmentLoop
 from rlkit.types import ActOutput, Agent
 
+pytestmark = pytest.mark.both_worlds  # the host path the Reverb and distributed backends run on
+
 PPO_TINY = ppo.Config(num_envs=2, num_steps=8, num_minibatches=2, num_epochs=1, hidden_sizes=(8,))
 
 

@@ -11,6 +11,8 @@ from rlkit.loops.device import ActorState, rollout
 from rlkit.replay import n_step_transition, transitions
 from rlkit.types import ActOutput, Agent
 
+pytestmark = pytest.mark.both_worlds  # environments on gymnax, gymnasium and numpy versions of each world
+
 
 def constant_agent(action: int) -> Agent:
     def act(state, obs, carry, key, deterministic=False):

@@ -81,7 +81,6 @@ def test_sequence_replay_returns_time_major_stretches_with_episode_ends_marked(t
     assert done.any() and (batch.extras["count"] == batch.obs[..., 1]).all()
 
 
-@pytest.mark.once  # the same in both worlds: runs in the core world only
 def test_prioritized_sampling_draws_an_item_100x_as_often():
     """One item of 100 with 100x the others' priority: drawn ~100x as often as an average other item."""
     example = jax.tree.map(lambda x: x[0, 0], toy_like_steps(1, 1))

@@ -30,7 +30,6 @@ DQN_TINY = dqn.Config(num_envs=4, num_steps=4, buffer_size=400, batch_size=8, le
                       target_update_freq=32)
 
 
-@pytest.mark.once  # the same in both worlds (the device loop): runs in the core world only
 @pytest.mark.parametrize("module, config", [(dqn, DQN_TINY), (r2d2, R2D2_TINY), (impala, IMPALA_TINY)],
                          ids=["dqn", "r2d2", "impala"])
 def test_agents_train_on_images_through_the_minatar_cnn(module, config):

@@ -1,6 +1,10 @@
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.both_worlds  # each world imports differently (TensorFlow, distrax)
+
 # Run in a fresh interpreter where TensorFlow and Reverb cannot be imported, even in the Reverb
 # world where they are installed (there TensorFlow Probability, under rlax/distrax, would otherwise
 # pick TensorFlow up for its docstrings): rlkit's core must import and train without them.

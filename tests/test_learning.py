@@ -38,6 +38,7 @@ def test_dqn_solves_cartpole_within_5e5_steps():
     assert per_seed.mean() >= 475, per_seed
 
 
+@pytest.mark.slow_learning
 def test_ppo_continuous_on_pendulum_within_1e6_steps():
     steps = presets.get("ppo", "Pendulum-v1").steps
     assert steps <= 1_000_000
@@ -45,6 +46,7 @@ def test_ppo_continuous_on_pendulum_within_1e6_steps():
     assert per_seed.mean() >= -400, per_seed
 
 
+@pytest.mark.slow_learning
 def test_ppo_with_the_minatar_cnn_learns_breakout_minatar_within_2e5_steps():
     """The MinAtar preset (the paper's CNN on the 10x10x4 image), 2 seeds: a short budget for CI."""
     assert presets.config_for("ppo", "Breakout-MinAtar").torso == "minatar_cnn"

@@ -34,12 +34,14 @@ def test_sac_learns_pendulum_within_2e4_steps():
     assert per_seed.mean() >= -250, per_seed
 
 
+@pytest.mark.slow_learning
 def test_d4pg_learns_pendulum_within_3e4_steps():
     steps, per_seed = final_eval("d4pg")
     assert steps <= 30_000
     assert per_seed.mean() >= -250, per_seed
 
 
+@pytest.mark.slow_learning
 def test_mpo_learns_pendulum_within_3e4_steps():
     steps, per_seed = final_eval("mpo")
     assert steps <= 30_000

@@ -30,6 +30,7 @@ def final_eval(module, config, steps, observe=None, seeds=SEEDS):
     return per_seed
 
 
+@pytest.mark.slow_learning
 def test_recurrent_ppo_solves_velocity_masked_cartpole_where_feedforward_ppo_cannot():
     preset = presets.get("recurrent_ppo", "CartPole-v1")
     assert preset.steps <= 1_000_000
@@ -46,9 +47,7 @@ def test_recurrent_ppo_solves_velocity_masked_cartpole_where_feedforward_ppo_can
 def test_impala_with_a_policy_lag_solves_cartpole_within_5e5_steps():
     config = presets.config_for("impala", "CartPole-v1")
     assert config.policy_lag >= 1 and config.off_policy_correction
-    corrected = final_eval(impala, config, 500_000)
-    uncorrected = final_eval(impala, dataclasses.replace(config, off_policy_correction=False), 500_000)
-    print(f"policy lag {config.policy_lag}: V-trace {corrected.mean():.1f}, without correction {uncorrected.mean():.1f}")
+    corrected = final_eval(impala, config, 500_000)  # the run without the correction is the next test's
     assert corrected.mean() >= 475, corrected
 
 
@@ -66,6 +65,7 @@ def test_without_v_trace_a_stale_fast_learner_collapses_more_often():
     assert corrected.mean() > uncorrected.mean(), (corrected, uncorrected)
 
 
+@pytest.mark.slow_learning
 def test_r2d2_solves_velocity_masked_cartpole():
     preset = presets.get("r2d2", "CartPole-v1")
     per_seed = final_eval(r2d2, presets.config_for("r2d2", "CartPole-v1"), preset.steps, MASKED, seeds=TWO_SEEDS)

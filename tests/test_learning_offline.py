@@ -99,6 +99,7 @@ def noisy_pendulum(tmp_path_factory):
     return dataset, offline("bc", dataset, "Pendulum-v1")
 
 
+@pytest.mark.slow_learning
 @pytest.mark.parametrize("agent", ["iql", "cql"])
 def test_iql_and_continuous_cql_on_noisy_pendulum_data_beat_bc(noisy_pendulum, agent):
     dataset, bc = noisy_pendulum

@@ -27,7 +27,9 @@ def final_eval(name):
     return per_seed
 
 
-@pytest.mark.parametrize("name", ["c51", "qrdqn", "pqn", "rainbow"])
+# C51 and QR-DQN are slow_learning (out of CI): Rainbow's run covers the categorical loss, QR-DQN's quantile loss has its unit tests.
+@pytest.mark.parametrize("name", [pytest.param("c51", marks=pytest.mark.slow_learning),
+                                  pytest.param("qrdqn", marks=pytest.mark.slow_learning), "pqn", "rainbow"])
 def test_solves_cartpole_within_5e5_steps(name):
     per_seed = final_eval(name)
     assert per_seed.mean() >= 475, per_seed

@@ -12,7 +12,6 @@ from rlkit.networks import orthogonal
 from rlkit.types import EnvSpec
 
 
-@pytest.mark.once  # the same in both worlds: runs in the core world only
 def test_orthogonal_draws_what_flax_draws():
     key = jax.random.key(3)
     for shape in [(4, 64), (64, 64), (64, 2), (3, 5, 7)]:
@@ -48,7 +47,6 @@ def test_conv_as_patches_matches_xlas_convolution(kernel, stride, padding, size)
     np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.once  # the same in both worlds: runs in the core world only
 @pytest.mark.parametrize("torso, image, features", [("minatar_cnn", (10, 10, 4), 8 * 8 * 16),
                                                     ("nature_cnn", (36, 36, 4), 64),
                                                     ("impala_resnet", (10, 10, 6), 2 * 2 * 32)])

@@ -61,7 +61,6 @@ def metrics_without_timing(out: Path) -> list[dict]:
     return [{k: v for k, v in line.items() if k not in TIMING} for line in lines]
 
 
-@pytest.mark.once
 @pytest.mark.parametrize("agent", ["ppo", "dqn", "cql", "ppo_split"])
 def test_sigkill_then_resume_is_bit_identical(tmp_path, agent, dataset_args, monkeypatch):
     if agent == "ppo_split":
@@ -103,7 +102,6 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, agent, dataset_args, mon
         np.testing.assert_array_equal(a, b)  # parameters, optimizer, envs, replay, keys: all of it
 
 
-@pytest.mark.once
 def test_resume_refuses_a_different_run(tmp_path):
     out = tmp_path / "run"
     base = ["--agent", "ppo", "--steps", "2048", "--chunks", "4", "--set", "num_envs=4", "--set", "num_steps=32",

@@ -117,7 +117,6 @@ def test_rank_and_table():
     assert "in 2 compile(s)" in sweep_command.format_summary(results, 2, 3.0)
 
 
-@pytest.mark.once
 def test_tiny_sweep_end_to_end(tmp_path, monkeypatch, capsys):
     traced_num_envs = []
 

@@ -132,7 +132,6 @@ def test_an_unusable_out_is_a_one_line_error_before_compiling(tmp_path, capsys, 
     assert time.perf_counter() - start < 5
 
 
-@pytest.mark.once
 def test_sigkill_before_the_first_checkpoint_then_resume_finishes(tmp_path):
     """Killed before any checkpoint: the same command plus --resume starts afresh and writes results."""
     out = tmp_path / "run"

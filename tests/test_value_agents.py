@@ -90,7 +90,6 @@ def test_vmap_over_seeds(name, cartpole):
     assert out.action.shape == (3, 2)
 
 
-@pytest.mark.once  # the same in both worlds: runs in the core world only
 @pytest.mark.parametrize("name", ["c51", "qrdqn"])
 def test_distributional_variants_update(name, cartpole):
     """Plain Q-learning targets, a dueling head and 3-step returns work for both distributions."""
@@ -194,7 +193,6 @@ def test_pqn_truncation_bootstraps_and_termination_does_not():
     np.testing.assert_allclose(pqn.q_lambda_returns(reward, terminated, truncated, v, gamma, 1.0)[0], 1 + gamma * 2)
 
 
-@pytest.mark.once  # the same in both worlds: runs in the core world only
 def test_pqn_reward_scale_scales_the_targets(cartpole):
     """With reward_scale the update regresses on returns of the scaled rewards (vmapped, one compile)."""
     agent = pqn.make(TINY["pqn"], cartpole.spec)
@@ -280,7 +278,6 @@ def test_pqn_baseline_returns_match_the_agent(monkeypatch):
     )
 
 
-@pytest.mark.once  # the same in both worlds: runs in the core world only
 def test_rainbow_explores_by_weight_noise_and_evaluates_the_mean_network(cartpole):
     """Noisy output layers: acting draws fresh noise per key, the greedy action uses the mean weights,
     and an update moves the noise scales too."""

@@ -36,7 +36,6 @@ def items(entries):
     return {entry.key or "/".join(entry.nested_key): json.loads(entry.value_json) for entry in entries}
 
 
-@pytest.mark.once
 def test_offline_wandb_run_holds_config_chunk_metrics_and_final_returns(tmp_path):
     out = tmp_path / "run"
     done = subprocess.run(
