@@ -16,6 +16,7 @@ def test_quickstart_is_stored_without_outputs():
     assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
 
 
+@pytest.mark.both_worlds  # its last part, DQN through Reverb, runs only in the Reverb world
 def test_quickstart_runs_top_to_bottom(tmp_path):
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
