@@ -4,6 +4,7 @@ then an MLP) and policy, value and Q heads."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -294,6 +295,28 @@ class ContinuousQNetwork(nn.Module):
         if self.num_atoms:
             return _dense(self.num_atoms, 1.0)(h)
         return jnp.squeeze(_dense(1, 1.0)(h), -1)
+
+
+class ActorAndCritic(NamedTuple):
+    """An off-policy agent's actor and critic for bounded continuous actions (SAC, TD3, MPO), and the
+    bounds its actions in ``[-1, 1]`` map to (``center + half * action``)."""
+
+    actor: nn.Module
+    critic: nn.Module
+    center: np.ndarray
+    half: np.ndarray
+
+    def critics(self, critic_params, obs: jax.Array, action: jax.Array) -> jax.Array:
+        """Every critic's output ``[num_critics, B, ...]``, for critic parameters stacked on a leading axis."""
+        return jax.vmap(self.critic.apply, in_axes=(0, None, None))(critic_params, obs, action)
+
+    def unit_action(self, env_action: jax.Array) -> jax.Array:
+        """An environment action in ``[-1, 1]`` units."""
+        return (env_action - self.center) / self.half
+
+    def env_action(self, action: jax.Array) -> jax.Array:
+        """An action in ``[-1, 1]`` units in the environment's bounds."""
+        return self.center + self.half * action
 
 
 def _recurrent_core(kind: str, size: int) -> nn.RNNCellBase:

@@ -3,7 +3,7 @@
 #   core   (numpy 2, newest jax):  python -m pytest -q tests -m "not slow_learning"
 #   reverb (dm-reverb + TF 2.15):  RLKIT_REQUIRE_REVERB=1 python -m pytest -q tests -m "(reverb or both_worlds) and not slow_learning"
 # Every test runs once: in the core world, unless it is marked `reverb` (it needs Reverb and must run there,
-# not skip); tests marked `both_worlds` (imports, environments, the host loop, the notebook) run in both. Learning tests
+# not skip); tests marked `both_worlds` (imports, environments, the host loop) run in both. Learning tests
 # marked `slow_learning` are left out for CI's time; run them with -m slow_learning in either world. Both
 # worlds always run; exit status is non-zero if either failed, including pytest's exit 5 (no tests
 # collected). Extra arguments are passed to both pytest runs (a -m there replaces the selection).

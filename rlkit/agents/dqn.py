@@ -23,6 +23,7 @@ steps learned from.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, NamedTuple
 
 import jax
@@ -154,6 +155,131 @@ def experience(config: Config) -> ExperienceSpec:
 QRegularizer = Callable[[jax.Array, jax.Array], jax.Array]  # (q_tm1 [B, A], action_tm1 [B]) -> [B]
 
 
+def require_discrete_actions(config, spec: EnvSpec, alternatives: str = "sac, td3 or ppo") -> None:
+    """A one-line ValueError unless ``spec``'s actions are discrete, naming ``config``'s agent and the
+    ``alternatives`` that fit the environment."""
+    if spec.action_kind != "discrete":
+        agent_name = type(config).__module__.rsplit(".", 1)[-1]  # dqn, c51, qrdqn, rainbow, cql
+        raise ValueError(
+            f"agent {agent_name}: needs a discrete action space, but the environment's is "
+            f"{spec.action_kind} (shape ({spec.num_actions},)); use {alternatives} for it"
+        )
+
+
+def q_network(config: Config, spec: EnvSpec) -> QNetwork | DistributionalQNetwork:
+    """Scalar action values, or per-action atoms (categorical) or quantiles (quantile)."""
+    noisy = {"noisy": config.noisy, "sigma0": config.noise_scale, **torso_fields(config.torso, spec)}
+    if config.distribution == "none":
+        return QNetwork(spec.num_actions, config.hidden_sizes, config.activation, config.dueling, **noisy)
+    return DistributionalQNetwork(
+        spec.num_actions, config.num_atoms, config.hidden_sizes, config.activation, config.dueling, **noisy
+    )
+
+
+def forward(network, params, obs: jax.Array, noise_key: jax.Array | None = None) -> jax.Array:
+    """The network's output; a noisy network draws its noise from ``noise_key`` (None: its mean)."""
+    if noise_key is None:
+        return network.apply(params, obs)
+    return network.apply(params, obs, noise=True, rngs={"noise": noise_key})
+
+
+def atoms(config: Config) -> jax.Array:
+    """The categorical support: ``num_atoms`` values evenly spaced on [v_min, v_max]."""
+    return jnp.linspace(config.v_min, config.v_max, config.num_atoms)
+
+
+def q_values(config: Config, output: jax.Array) -> jax.Array:
+    """Expected action values ``[..., num_actions]`` from the network's output."""
+    if config.distribution == "categorical":
+        return jnp.sum(jax.nn.softmax(output) * atoms(config), axis=-1)
+    if config.distribution == "quantile":
+        return jnp.mean(output, axis=-1)
+    return output
+
+
+def distributional_loss(config: Config, out_tm1, out_t_target, out_t_selector, batch: Transition) -> jax.Array:
+    """Per-transition C51 cross-entropy or QR-DQN quantile Huber loss ``[B]`` (rlax)."""
+    a_tm1, r_t, d_t = batch.action_tm1, batch.reward_t, batch.discount_t
+    if config.distribution == "categorical":
+        support = atoms(config)
+        if config.double_q:
+            return jax.vmap(rlax.categorical_double_q_learning, in_axes=(None, 0, 0, 0, 0, None, 0, 0))(
+                support, out_tm1, a_tm1, r_t, d_t, support, out_t_target, q_values(config, out_t_selector)
+            )
+        return jax.vmap(rlax.categorical_q_learning, in_axes=(None, 0, 0, 0, 0, None, 0))(
+            support, out_tm1, a_tm1, r_t, d_t, support, out_t_target
+        )
+    # rlax wants [quantiles, actions] and branches in Python on its Huber threshold, so
+    # pass kappa = 1 on values scaled by 1 / kappa: kappa**2 * L_1(x / kappa) = L_kappa(x).
+    kappa = config.huber_kappa
+    taus = (jnp.arange(config.num_atoms) + 0.5) / config.num_atoms  # quantile midpoints
+    loss = jax.vmap(rlax.quantile_q_learning, in_axes=(0, None, 0, 0, 0, 0, 0, None))(
+        jnp.swapaxes(out_tm1, -1, -2) / kappa, taus, a_tm1, r_t / kappa, d_t,
+        jnp.swapaxes(out_t_selector, -1, -2), jnp.swapaxes(out_t_target, -1, -2) / kappa, 1.0,
+    )
+    return kappa**2 * loss
+
+
+def q_loss(params, target_params, batch: Transition, weights, key, *, config: Config, network,
+           q_regularizer: QRegularizer | None = None) -> tuple[jax.Array, dict]:
+    """The batch's (importance-weighted) mean TD or distributional loss, and metrics with the priorities."""
+    # A noisy network draws independent noise for the online, target and selecting passes.
+    keys = list(jax.random.split(key, 3)) if config.noisy else [None] * 3
+    out_tm1 = forward(network, params, batch.obs_tm1, keys[0])
+    out_t_target = forward(network, target_params, batch.obs_t, keys[1])
+    out_t_selector = forward(network, params, batch.obs_t, keys[2]) if config.double_q else out_t_target
+    q_tm1 = q_values(config, out_tm1)
+    if config.distribution != "none":
+        per_item = distributional_loss(config, out_tm1, out_t_target, out_t_selector, batch)
+        priorities = per_item  # the distributional loss itself, as in Rainbow
+    else:
+        transition = (q_tm1, batch.action_tm1, batch.reward_t, batch.discount_t, out_t_target)
+        if config.double_q:
+            td = jax.vmap(rlax.double_q_learning)(*transition, out_t_selector)
+        else:
+            td = jax.vmap(rlax.q_learning)(*transition)
+        per_item, priorities = 0.5 * jnp.square(td), jnp.abs(td)
+    metrics = {}
+    if q_regularizer is not None:
+        penalty = q_regularizer(q_tm1, batch.action_tm1)
+        per_item = per_item + penalty
+        metrics["penalty"] = jnp.mean(penalty)
+    loss = weighted_mean(per_item, weights)
+    metrics.update(loss=loss, q_mean=jnp.mean(q_tm1))
+    if config.prioritized:
+        metrics["priorities"] = jax.lax.stop_gradient(priorities) + 1e-6
+    return loss, metrics
+
+
+def env_steps_per_update(config: Config) -> int:
+    """Environment steps (all environments together) between two updates."""
+    return config.num_envs * config.num_steps
+
+
+def make_optimizer(config: Config, total_steps: int | None) -> optax.GradientTransformation:
+    """Adam after global-norm clipping; with ``anneal_lr``, the rate falls linearly to 0 over the run's updates."""
+    learning_rate = config.learning_rate
+    if config.anneal_lr and total_steps:
+        updates = max(1, (total_steps - config.learning_starts) // env_steps_per_update(config))
+        learning_rate = optax.linear_schedule(config.learning_rate, 0.0, updates)
+    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(learning_rate))
+
+
+def epsilon_schedule(config: Config) -> optax.Schedule:
+    """Exploration's epsilon by gradient steps taken: linear from ``epsilon_start`` to ``epsilon_end``."""
+    decay_updates = max(1, config.epsilon_decay_steps // env_steps_per_update(config))
+    return optax.linear_schedule(config.epsilon_start, config.epsilon_end, decay_updates)
+
+
+def refresh_target(config: Config, grad_steps: jax.Array, params, target_params):
+    """Every ``target_update_freq`` environment steps: the online weights (``tau = 1``) or a Polyak step."""
+    refresh = grad_steps % max(1, config.target_update_freq // env_steps_per_update(config)) == 0
+    return jax.tree.map(
+        lambda online, target: jnp.where(refresh, config.tau * online + (1 - config.tau) * target, target),
+        params, target_params,
+    )
+
+
 def make(
     config: Config, spec: EnvSpec, total_steps: int | None = None, q_regularizer: QRegularizer | None = None
 ) -> Agent:
@@ -162,51 +288,12 @@ def make(
     ``q_regularizer`` adds a per-transition term of the online action values to the loss (CQL's
     conservative penalty, ``rlkit.agents.cql``).
     """
-    if spec.action_kind != "discrete":
-        agent_name = type(config).__module__.rsplit(".", 1)[-1]  # dqn, c51, qrdqn, rainbow, cql
-        raise ValueError(
-            f"agent {agent_name}: needs a discrete action space, but the environment's is "
-            f"{spec.action_kind} (shape ({spec.num_actions},)); use sac, td3 or ppo for it"
-        )
-    noisy = {"noisy": config.noisy, "sigma0": config.noise_scale, **torso_fields(config.torso, spec)}
-    if config.distribution == "none":
-        network = QNetwork(spec.num_actions, config.hidden_sizes, config.activation, config.dueling, **noisy)
-    else:
-        network = DistributionalQNetwork(
-            spec.num_actions, config.num_atoms, config.hidden_sizes, config.activation, config.dueling, **noisy
-        )
-
-    def forward(params, obs, noise_key=None):
-        """The network's output; a noisy network draws its noise from ``noise_key`` (None: its mean)."""
-        if noise_key is None:
-            return network.apply(params, obs)
-        return network.apply(params, obs, noise=True, rngs={"noise": noise_key})
-    atoms = jnp.linspace(config.v_min, config.v_max, config.num_atoms)
-    taus = (jnp.arange(config.num_atoms) + 0.5) / config.num_atoms  # quantile midpoints
-
-    def q_values(output):
-        """Expected action values ``[..., num_actions]`` from the network's output."""
-        if config.distribution == "categorical":
-            return jnp.sum(jax.nn.softmax(output) * atoms, axis=-1)
-        if config.distribution == "quantile":
-            return jnp.mean(output, axis=-1)
-        return output
-
-    env_steps_per_update = config.num_envs * config.num_steps
-    if config.anneal_lr and total_steps:
-        learning_rate = optax.linear_schedule(
-            config.learning_rate, 0.0, max(1, (total_steps - config.learning_starts) // env_steps_per_update)
-        )
-    else:
-        learning_rate = config.learning_rate
-    optimizer = optax.chain(
-        optax.clip_by_global_norm(config.max_grad_norm),
-        optax.adam(learning_rate),
-    )
-    target_every = max(1, config.target_update_freq // env_steps_per_update)
-    epsilon_schedule = optax.linear_schedule(
-        config.epsilon_start, config.epsilon_end,
-        max(1, config.epsilon_decay_steps // env_steps_per_update),
+    require_discrete_actions(config, spec)
+    network = q_network(config, spec)
+    optimizer = make_optimizer(config, total_steps)
+    epsilon = epsilon_schedule(config)
+    loss_grad = jax.grad(
+        functools.partial(q_loss, config=config, network=network, q_regularizer=q_regularizer), has_aux=True
     )
 
     def init(key):
@@ -217,79 +304,19 @@ def make(
         noise_key = None
         if config.noisy and not deterministic:  # explore with fresh weight noise; evaluate the mean network
             key, noise_key = jax.random.split(key)
-        q = q_values(forward(state.params, observation, noise_key))
-        greedy = jnp.argmax(q, axis=-1)
+        greedy = jnp.argmax(q_values(config, forward(network, state.params, observation, noise_key)), axis=-1)
         if deterministic:
             return ActOutput(greedy, carry, {})
-        action = epsilon_greedy(key, greedy, epsilon_schedule(state.grad_steps), spec.num_actions)
-        return ActOutput(action, carry, {})
-
-    def distributional_loss(out_tm1, out_t_target, out_t_selector, batch: Transition):
-        """Per-transition C51 cross-entropy or QR-DQN quantile Huber loss (rlax)."""
-        a_tm1, r_t, d_t = batch.action_tm1, batch.reward_t, batch.discount_t
-        if config.distribution == "categorical":
-            if config.double_q:
-                return jax.vmap(rlax.categorical_double_q_learning, in_axes=(None, 0, 0, 0, 0, None, 0, 0))(
-                    atoms, out_tm1, a_tm1, r_t, d_t, atoms, out_t_target, q_values(out_t_selector)
-                )
-            return jax.vmap(rlax.categorical_q_learning, in_axes=(None, 0, 0, 0, 0, None, 0))(
-                atoms, out_tm1, a_tm1, r_t, d_t, atoms, out_t_target
-            )
-        # rlax wants [quantiles, actions] and branches in Python on its Huber threshold, so
-        # pass kappa = 1 on values scaled by 1 / kappa: kappa**2 * L_1(x / kappa) = L_kappa(x).
-        kappa = config.huber_kappa
-        loss = jax.vmap(rlax.quantile_q_learning, in_axes=(0, None, 0, 0, 0, 0, 0, None))(
-            jnp.swapaxes(out_tm1, -1, -2) / kappa, taus, a_tm1, r_t / kappa, d_t,
-            jnp.swapaxes(out_t_selector, -1, -2), jnp.swapaxes(out_t_target, -1, -2) / kappa, 1.0,
-        )
-        return kappa**2 * loss
-
-    def loss_fn(params, target_params, batch: Transition, weights, key):
-        # A noisy network draws independent noise for the online, target and selecting passes.
-        keys = list(jax.random.split(key, 3)) if config.noisy else [None] * 3
-        out_tm1 = forward(params, batch.obs_tm1, keys[0])
-        out_t_target = forward(target_params, batch.obs_t, keys[1])
-        out_t_selector = forward(params, batch.obs_t, keys[2]) if config.double_q else out_t_target
-        q_tm1 = q_values(out_tm1)
-        if config.distribution != "none":
-            per_item = distributional_loss(out_tm1, out_t_target, out_t_selector, batch)
-            priorities = per_item  # the distributional loss itself, as in Rainbow
-        else:
-            transition = (q_tm1, batch.action_tm1, batch.reward_t, batch.discount_t, out_t_target)
-            if config.double_q:
-                td = jax.vmap(rlax.double_q_learning)(*transition, out_t_selector)
-            else:
-                td = jax.vmap(rlax.q_learning)(*transition)
-            per_item, priorities = jnp.square(td), jnp.abs(td)
-        if config.distribution == "none":
-            per_item = 0.5 * per_item
-        metrics = {}
-        if q_regularizer is not None:
-            penalty = q_regularizer(q_tm1, batch.action_tm1)
-            per_item = per_item + penalty
-            metrics["penalty"] = jnp.mean(penalty)
-        loss = weighted_mean(per_item, weights)
-        metrics.update(loss=loss, q_mean=jnp.mean(q_tm1))
-        if config.prioritized:
-            metrics["priorities"] = jax.lax.stop_gradient(priorities) + 1e-6
-        return loss, metrics
+        return ActOutput(epsilon_greedy(key, greedy, epsilon(state.grad_steps), spec.num_actions), carry, {})
 
     def update(state, batch, key):
         batch, weights = split_weights(batch)
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(
-            state.params, state.target_params, batch, weights, key
-        )
+        grads, metrics = loss_grad(state.params, state.target_params, batch, weights, key)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         count = state.grad_steps + 1
-        refresh = count % target_every == 0
-        target_params = jax.tree.map(
-            lambda online, target: jnp.where(
-                refresh, config.tau * online + (1 - config.tau) * target, target
-            ),
-            params, state.target_params,
-        )
-        metrics["epsilon"] = epsilon_schedule(count)
+        target_params = refresh_target(config, count, params, state.target_params)
+        metrics["epsilon"] = epsilon(count)
         return DQNState(params, target_params, opt_state, count), metrics
 
     return Agent(init=init, act=act, update=update)

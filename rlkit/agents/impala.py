@@ -31,6 +31,7 @@ import rlax
 
 from rlkit import config as cfg
 from rlkit import parallel
+from rlkit.agents.dqn import require_discrete_actions
 from rlkit.agents.ppo import Categorical
 from rlkit.networks import CategoricalActorCritic, activation_fn
 from rlkit.torsos import check_torso, torso_fields
@@ -110,11 +111,7 @@ def vtrace_targets(
 
 def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent:
     """Build IMPALA for ``spec`` (discrete actions); ``total_steps`` sets the annealing horizon."""
-    if spec.action_kind != "discrete":
-        raise ValueError(
-            f"agent impala: needs a discrete action space, but the environment's is {spec.action_kind} "
-            f"(shape ({spec.num_actions},)); use ppo or sac for it"
-        )
+    require_discrete_actions(config, spec, alternatives="ppo or sac")
     network = CategoricalActorCritic(
         spec.num_actions, config.hidden_sizes, config.activation, **torso_fields(config.torso, spec)
     )

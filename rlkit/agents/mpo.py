@@ -25,6 +25,7 @@ until the first update). Targets are copied every
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax
@@ -34,7 +35,7 @@ import rlax
 
 from rlkit import config as cfg
 from rlkit.agents import td3
-from rlkit.networks import ContinuousQNetwork, SquashedGaussianActor, activation_fn
+from rlkit.networks import ActorAndCritic, ContinuousQNetwork, SquashedGaussianActor, activation_fn
 from rlkit.torsos import check_torso, torso_fields
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Transition, split_weights
 
@@ -105,35 +106,98 @@ def gaussian_kl(mean_p, std_p, mean_q, std_q) -> jax.Array:
     return jnp.log(std_q / std_p) + (std_p**2 + (mean_p - mean_q) ** 2) / (2 * std_q**2) - 0.5
 
 
+def positive(raw: jax.Array) -> jax.Array:
+    """A dual variable (temperature or multiplier) from its raw parameter: softplus, kept above 0."""
+    return jax.nn.softplus(raw) + 1e-8
+
+
+def policy(nets: ActorAndCritic, params, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The policy's mean (in ``[-1, 1]``) and standard deviation."""
+    mean, log_std = nets.actor.apply(params, obs)
+    return jnp.tanh(mean), jnp.exp(log_std)
+
+
+def sample_actions(nets: ActorAndCritic, params, obs: jax.Array, key, num_samples: int):
+    """``num_samples`` actions per state, ``[S, B, A]`` in ``[-1, 1]`` units, and the policy's statistics."""
+    mean, std = policy(nets, params, obs)
+    raw = mean + std * jax.random.normal(key, (num_samples, *mean.shape))
+    return raw, mean, std
+
+
+def sampled_q_values(nets: ActorAndCritic, critic_params, obs: jax.Array, actions: jax.Array) -> jax.Array:
+    """``Q(s, a_j)`` for ``actions [S, B, A]`` (clipped to the bounds), ``[S, B]``."""
+    clipped = jnp.clip(actions, -1.0, 1.0)
+    return jax.vmap(nets.critic.apply, in_axes=(None, None, 0))(critic_params, obs, clipped)
+
+
+def networks(config: Config, spec: EnvSpec) -> ActorAndCritic:
+    """The policy and the critic for ``spec``'s actions (continuous, with finite bounds)."""
+    center, half = cfg.continuous_bounds(spec, "mpo")
+    torso = torso_fields(config.torso, spec)
+    return ActorAndCritic(
+        SquashedGaussianActor(spec.num_actions, config.hidden_sizes, config.activation, **torso),
+        ContinuousQNetwork(config.hidden_sizes, config.activation, **torso),
+        center, half,
+    )
+
+
+def critic_loss(critic_params, target_params, batch: Transition, weights, key, *, config: Config,
+                nets: ActorAndCritic) -> tuple[jax.Array, dict]:
+    """TD to the target critic's mean over ``num_samples`` actions of the target policy at s'."""
+    next_actions, _, _ = sample_actions(nets, target_params["actor"], batch.obs_t, key, config.num_samples)
+    v_t = jnp.mean(sampled_q_values(nets, target_params["critic"], batch.obs_t, next_actions), axis=0)
+    q_tm1 = nets.critic.apply(critic_params, batch.obs_tm1, nets.unit_action(batch.action_tm1))
+    td = jax.vmap(rlax.td_learning)(q_tm1, batch.reward_t, batch.discount_t, v_t)
+    loss = 0.5 * jnp.mean(td**2 if weights is None else weights * td**2)
+    metrics = {"loss": loss, "q_mean": jnp.mean(q_tm1)}
+    if config.prioritized:
+        metrics["priorities"] = jax.lax.stop_gradient(jnp.abs(td)) + 1e-6
+    return loss, metrics
+
+
+def policy_loss(trained, target_params, critic_params, obs, key, *, config: Config,
+                nets: ActorAndCritic) -> tuple[jax.Array, dict]:
+    """E-step weights from the target policy's samples, then the decoupled M-step, via rlax.
+
+    ``trained``: ``{"actor", "duals"}``, what the policy optimizer steps.
+    """
+    actions, target_mean, target_std = sample_actions(nets, target_params["actor"], obs, key, config.num_samples)
+    q = jax.lax.stop_gradient(sampled_q_values(nets, critic_params, obs, actions))  # [S, B]
+    online_mean, online_std = policy(nets, trained["actor"], obs)
+    # The mean is fitted with the target's deviation, the deviation with the target's mean.
+    log_probs = (jnp.sum(gaussian_log_prob(actions, online_mean, target_std), -1)
+                 + jnp.sum(gaussian_log_prob(actions, target_mean, online_std), -1))
+    kl_mean = gaussian_kl(target_mean, target_std, online_mean, target_std)  # [B, A]
+    kl_stddev = jnp.sum(gaussian_kl(target_mean, target_std, target_mean, online_std), -1)  # [B]
+    duals = trained["duals"]
+    loss, _ = rlax.mpo_loss(
+        log_probs, q,
+        temperature_constraint=rlax.LagrangePenalty(duals["temperature"], config.epsilon),
+        kl_constraints=[
+            (kl_mean, rlax.LagrangePenalty(duals["alpha_mean"], config.epsilon_mean, per_dimension=True)),
+            (kl_stddev, rlax.LagrangePenalty(jnp.mean(duals["alpha_stddev"]), config.epsilon_stddev)),
+        ],
+        projection_operator=positive,
+    )
+    metrics = {"policy_loss": jnp.mean(loss), "temperature": positive(duals["temperature"]),
+               "kl_mean": jnp.mean(kl_mean), "kl_stddev": jnp.mean(kl_stddev),
+               "action_std": jnp.mean(online_std)}
+    return jnp.mean(loss), metrics
+
+
 def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent:
     """Build MPO for ``spec`` (continuous actions with finite bounds)."""
     del total_steps  # no schedules
-    center, half = cfg.continuous_bounds(spec, "mpo")
+    nets = networks(config, spec)
     action_dim = spec.num_actions
-    torso = torso_fields(config.torso, spec)
-    policy_net = SquashedGaussianActor(action_dim, config.hidden_sizes, config.activation, **torso)
-    critic = ContinuousQNetwork(config.hidden_sizes, config.activation, **torso)
     policy_optimizer = optax.multi_transform(
         {"actor": optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate)),
          "duals": optax.adam(config.dual_learning_rate)},
         {"actor": "actor", "duals": "duals"},
     )
     critic_optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate))
-    positive = lambda raw: jax.nn.softplus(raw) + 1e-8  # noqa: E731  (a dual variable from its raw parameter)
-
-    def policy(params, obs):
-        mean, log_std = policy_net.apply(params, obs)
-        return jnp.tanh(mean), jnp.exp(log_std)
-
-    def sample(params, obs, key):
-        """``num_samples`` actions per state, ``[S, B, A]`` in ``[-1, 1]`` units, and the policy's statistics."""
-        mean, std = policy(params, obs)
-        raw = mean + std * jax.random.normal(key, (config.num_samples, *mean.shape))
-        return raw, mean, std
-
-    def q_values(critic_params, obs, actions):
-        """``Q(s, a_j)`` for ``actions [S, B, A]`` (clipped to the bounds), ``[S, B]``."""
-        return jax.vmap(critic.apply, in_axes=(None, None, 0))(critic_params, obs, jnp.clip(actions, -1.0, 1.0))
+    critic_grad = jax.grad(functools.partial(critic_loss, config=config, nets=nets), has_aux=True)
+    policy_grad = jax.grad(functools.partial(policy_loss, config=config, nets=nets), has_aux=True)
 
     def init(key):
         policy_key, critic_key = jax.random.split(key)
@@ -141,81 +205,39 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
         duals = {"temperature": jnp.asarray(config.init_temperature, jnp.float32),
                  "alpha_mean": jnp.full((action_dim,), config.init_alpha_mean, jnp.float32),
                  "alpha_stddev": jnp.full((action_dim,), config.init_alpha_stddev, jnp.float32)}
-        networks = {"actor": policy_net.init(policy_key, obs),
-                    "critic": critic.init(critic_key, obs, jnp.zeros((1, action_dim)))}
-        opt_state = {"actor": policy_optimizer.init({"actor": networks["actor"], "duals": duals}),
-                     "critic": critic_optimizer.init(networks["critic"])}
-        return MPOState({**networks, "duals": duals}, networks, opt_state, jnp.zeros((), jnp.int32))
+        params = {"actor": nets.actor.init(policy_key, obs),
+                  "critic": nets.critic.init(critic_key, obs, jnp.zeros((1, action_dim)))}
+        opt_state = {"actor": policy_optimizer.init({"actor": params["actor"], "duals": duals}),
+                     "critic": critic_optimizer.init(params["critic"])}
+        return MPOState({**params, "duals": duals}, params, opt_state, jnp.zeros((), jnp.int32))
 
     def act(state, observation, carry, key, deterministic=False):
-        mean, std = policy(state.params["actor"], observation)
+        mean, std = policy(nets, state.params["actor"], observation)
         if deterministic:
-            return ActOutput(center + half * mean, carry, {})
+            return ActOutput(nets.env_action(mean), carry, {})
         noise_key, warmup_key = jax.random.split(key)
         action = jnp.clip(mean + std * jax.random.normal(noise_key, mean.shape), -1.0, 1.0)
         if config.random_warmup:
             uniform = jax.random.uniform(warmup_key, action.shape, minval=-1.0, maxval=1.0)
             action = jnp.where(state.grad_steps == 0, uniform, action)
-        return ActOutput(center + half * action, carry, {})
-
-    def critic_loss(critic_params, target_params, batch: Transition, weights, key):
-        next_actions, _, _ = sample(target_params["actor"], batch.obs_t, key)
-        v_t = jnp.mean(q_values(target_params["critic"], batch.obs_t, next_actions), axis=0)
-        q_tm1 = critic.apply(critic_params, batch.obs_tm1, (batch.action_tm1 - center) / half)
-        td = jax.vmap(rlax.td_learning)(q_tm1, batch.reward_t, batch.discount_t, v_t)
-        loss = 0.5 * jnp.mean(td**2 if weights is None else weights * td**2)
-        metrics = {"loss": loss, "q_mean": jnp.mean(q_tm1)}
-        if config.prioritized:
-            metrics["priorities"] = jax.lax.stop_gradient(jnp.abs(td)) + 1e-6
-        return loss, metrics
-
-    def policy_loss(trained, target_params, critic_params, obs, key):
-        """E-step weights from the target policy's samples, then the decoupled M-step, via rlax."""
-        actions, target_mean, target_std = sample(target_params["actor"], obs, key)
-        q = jax.lax.stop_gradient(q_values(critic_params, obs, actions))  # [S, B]
-        online_mean, online_std = policy(trained["actor"], obs)
-        # The mean is fitted with the target's deviation, the deviation with the target's mean.
-        log_probs = (jnp.sum(gaussian_log_prob(actions, online_mean, target_std), -1)
-                     + jnp.sum(gaussian_log_prob(actions, target_mean, online_std), -1))
-        kl_mean = gaussian_kl(target_mean, target_std, online_mean, target_std)  # [B, A]
-        kl_stddev = jnp.sum(gaussian_kl(target_mean, target_std, target_mean, online_std), -1)  # [B]
-        duals = trained["duals"]
-        loss, outputs = rlax.mpo_loss(
-            log_probs, q,
-            temperature_constraint=rlax.LagrangePenalty(duals["temperature"], config.epsilon),
-            kl_constraints=[
-                (kl_mean, rlax.LagrangePenalty(duals["alpha_mean"], config.epsilon_mean, per_dimension=True)),
-                (kl_stddev, rlax.LagrangePenalty(jnp.mean(duals["alpha_stddev"]), config.epsilon_stddev)),
-            ],
-            projection_operator=positive,
-        )
-        metrics = {"policy_loss": jnp.mean(loss), "temperature": positive(duals["temperature"]),
-                   "kl_mean": jnp.mean(kl_mean), "kl_stddev": jnp.mean(kl_stddev),
-                   "action_std": jnp.mean(online_std)}
-        del outputs
-        return jnp.mean(loss), metrics
+        return ActOutput(nets.env_action(action), carry, {})
 
     def update(state, batch, key):
         batch, weights = split_weights(batch)
         critic_key, policy_key = jax.random.split(key)
-        grads, metrics = jax.grad(critic_loss, has_aux=True)(
-            state.params["critic"], state.target_params, batch, weights, critic_key
-        )
+        grads, metrics = critic_grad(state.params["critic"], state.target_params, batch, weights, critic_key)
         updates, critic_opt = critic_optimizer.update(grads, state.opt_state["critic"], state.params["critic"])
         critic_params = optax.apply_updates(state.params["critic"], updates)
         trained = {"actor": state.params["actor"], "duals": state.params["duals"]}
-        grads, policy_metrics = jax.grad(policy_loss, has_aux=True)(
-            trained, state.target_params, critic_params, batch.obs_tm1, policy_key
-        )
+        grads, policy_metrics = policy_grad(trained, state.target_params, critic_params, batch.obs_tm1, policy_key)
         updates, policy_opt = policy_optimizer.update(grads, state.opt_state["actor"], trained)
         trained = optax.apply_updates(trained, updates)
         params = {**trained, "critic": critic_params}
         count = state.grad_steps + 1
         copy = count % config.target_update_period == 0
-        networks = {"actor": params["actor"], "critic": params["critic"]}
-        target_params = jax.tree.map(lambda new, old: jnp.where(copy, new, old), networks, state.target_params)
-        return MPOState(params, target_params, {"actor": policy_opt, "critic": critic_opt}, count), {
-            **metrics, **policy_metrics,
-        }
+        online = {"actor": params["actor"], "critic": params["critic"]}
+        target_params = jax.tree.map(lambda new, old: jnp.where(copy, new, old), online, state.target_params)
+        opt_state = {"actor": policy_opt, "critic": critic_opt}
+        return MPOState(params, target_params, opt_state, count), {**metrics, **policy_metrics}
 
     return Agent(init=init, act=act, update=update)

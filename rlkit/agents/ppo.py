@@ -33,6 +33,7 @@ import rlax
 
 from rlkit import config as cfg
 from rlkit import parallel
+from rlkit.agents.minibatches import annealed_rate, minibatch_epochs
 from rlkit.networks import CategoricalActorCritic, GaussianActorCritic, activation_fn
 from rlkit.torsos import check_torso, torso_fields
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Trajectory
@@ -203,17 +204,10 @@ def make_optimizer(config: Config, total_steps: int | None) -> optax.GradientTra
     ``optax.flatten``: the optimizer works on one vector instead of one array per layer, which
     on CPU halves its kernels per minibatch (same arithmetic; ~5% faster runs and compiles).
     """
-    if config.anneal_lr and total_steps:
-        num_rollouts = max(1, total_steps // (config.num_envs * config.num_steps))
-        learning_rate = optax.linear_schedule(
-            config.learning_rate, 0.0, num_rollouts * config.num_epochs * config.num_minibatches
-        )
-    else:
-        learning_rate = config.learning_rate
     return optax.flatten(optax.chain(
         parallel.average_gradients(),  # over the devices of a run split data-parallel; else nothing
         optax.clip_by_global_norm(config.max_grad_norm),
-        optax.adam(learning_rate, eps=1e-5),
+        optax.adam(annealed_rate(config, total_steps), eps=1e-5),
     ))
 
 
@@ -253,32 +247,74 @@ def clipped_loss(distribution, value: jax.Array, batch: dict, config: Config) ->
     return loss, stats
 
 
-def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent:
-    """Build PPO for ``spec``; ``total_steps`` sets the learning-rate annealing horizon."""
-    continuous = spec.action_kind == "continuous"
+class ActorCritic(NamedTuple):
+    """The policy-and-value network and how its outputs read as an action distribution."""
+
+    network: CategoricalActorCritic | GaussianActorCritic
+    continuous: bool
+
+    def __call__(self, params, obs: jax.Array):
+        """``(distribution, value)`` at ``obs``: ``Categorical``, or ``DiagonalGaussian`` for continuous actions."""
+        if self.continuous:
+            mean, log_std, value = self.network.apply(params, obs)
+            return DiagonalGaussian(mean, jnp.broadcast_to(log_std, mean.shape)), value
+        logits, value = self.network.apply(params, obs)
+        return Categorical(logits), value
+
+
+def actor_critic(config: Config, spec: EnvSpec) -> ActorCritic:
+    """Separate policy and value torsos for ``spec``'s discrete or continuous actions."""
     torso = torso_fields(config.torso, spec)
-    if continuous:
+    if spec.action_kind == "continuous":
         network = GaussianActorCritic(
             spec.num_actions, config.hidden_sizes, config.activation, config.init_log_std, **torso
         )
-        low, high = jnp.asarray(spec.action_low), jnp.asarray(spec.action_high)
+        return ActorCritic(network, continuous=True)
+    network = CategoricalActorCritic(spec.num_actions, config.hidden_sizes, config.activation, **torso)
+    return ActorCritic(network, continuous=False)
 
-        def policy(params, obs):
-            mean, log_std, value = network.apply(params, obs)
-            return DiagonalGaussian(mean, jnp.broadcast_to(log_std, mean.shape)), value
-    else:
-        network = CategoricalActorCritic(spec.num_actions, config.hidden_sizes, config.activation, **torso)
 
-        def policy(params, obs):
-            logits, value = network.apply(params, obs)
-            return Categorical(logits), value
-    batch_size = config.num_envs * config.num_steps
-    minibatch_size = batch_size // config.num_minibatches
+def scale_rewards(config: Config, state: PPOState, rollout: Trajectory):
+    """Rewards divided by the running std of the discounted return, with the updated statistics:
+    ``(reward, return_moments, discounted_return)``."""
 
+    def step(discounted, inputs):
+        reward, done = inputs
+        discounted = discounted * config.gamma + reward
+        return jnp.where(done, 0.0, discounted), discounted
+
+    done = rollout.terminated | rollout.truncated
+    discounted_return, returns = jax.lax.scan(step, state.discounted_return, (rollout.reward, done))
+    moments = state.return_moments.update(returns.reshape(-1))
+    return rollout.reward / jnp.sqrt(moments.var + 1e-8), moments, discounted_return
+
+
+def training_batch(config: Config, model: ActorCritic, params, rollout: Trajectory, reward, obs, next_obs) -> dict:
+    """The rollout as one batch of ``num_envs * num_steps`` items, with GAE advantages and value targets."""
+    v_t = model.network.apply(params, next_obs, method="value")
+    advantage = jax.vmap(advantages, in_axes=(1, 1, 1, 1, 1, None, None), out_axes=1)(
+        reward, rollout.terminated, rollout.truncated,
+        rollout.extras["value"], v_t, config.gamma, config.gae_lambda,
+    )
+    batch = {
+        "obs": obs,
+        "action": rollout.extras["raw_action"] if model.continuous else rollout.action,
+        "log_prob": rollout.extras["log_prob"],
+        "value": rollout.extras["value"],
+        "advantage": advantage,
+        "target": advantage + rollout.extras["value"],
+    }
+    return jax.tree.map(lambda x: x.reshape(config.num_envs * config.num_steps, *x.shape[2:]), batch)
+
+
+def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent:
+    """Build PPO for ``spec``; ``total_steps`` sets the learning-rate annealing horizon."""
+    model = actor_critic(config, spec)
     optimizer = make_optimizer(config, total_steps)
+    loss_grad = jax.grad(lambda params, batch: clipped_loss(*model(params, batch["obs"]), batch, config), has_aux=True)
 
     def init(key):
-        params = network.init(key, jnp.zeros((1, *spec.observation_shape), jnp.float32))
+        params = model.network.init(key, jnp.zeros((1, *spec.observation_shape), jnp.float32))
         return PPOState(
             params, optimizer.init(params), jnp.zeros((), jnp.int32),
             RunningMoments.zeros(spec.observation_shape), RunningMoments.zeros(()), jnp.zeros(config.num_envs),
@@ -288,76 +324,35 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
         return state.obs_moments.normalize(observation) if config.normalize_observations else observation
 
     def act(state, observation, carry, key, deterministic=False):
-        distribution, value = policy(state.params, observe(state, observation))
+        distribution, value = model(state.params, observe(state, observation))
         raw_action = distribution.mode() if deterministic else distribution.sample(key)
         extras = {"log_prob": distribution.log_prob(raw_action), "value": value}
-        if not continuous:
+        if not model.continuous:
             return ActOutput(raw_action, carry, extras)
         extras["raw_action"] = raw_action
-        return ActOutput(jnp.clip(raw_action, low, high), carry, extras)
+        return ActOutput(jnp.clip(raw_action, jnp.asarray(spec.action_low), jnp.asarray(spec.action_high)), carry, extras)
 
-    def loss_fn(params, batch):
-        return clipped_loss(*policy(params, batch["obs"]), batch, config)
-
-    def minibatch_step(learner, batch):
+    def minibatch_step(learner, minibatch):
         params, opt_state = learner
-        grads, stats = jax.grad(loss_fn, has_aux=True)(params, batch)
+        grads, stats = loss_grad(params, minibatch)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), stats
 
-    def scale_rewards(state, rollout: Trajectory):
-        """Rewards divided by the running std of the discounted return (and the updated statistics)."""
-
-        def step(discounted, inputs):
-            reward, done = inputs
-            discounted = discounted * config.gamma + reward
-            return jnp.where(done, 0.0, discounted), discounted
-
-        done = rollout.terminated | rollout.truncated
-        discounted_return, returns = jax.lax.scan(step, state.discounted_return, (rollout.reward, done))
-        moments = state.return_moments.update(returns.reshape(-1))
-        return rollout.reward / jnp.sqrt(moments.var + 1e-8), moments, discounted_return
-
     def update(state, rollout: Trajectory, key):
         if config.normalize_rewards:
-            reward, return_moments, discounted_return = scale_rewards(state, rollout)
+            reward, return_moments, discounted_return = scale_rewards(config, state, rollout)
         else:
-            reward, return_moments, discounted_return = (
-                rollout.reward, state.return_moments, state.discounted_return
-            )
+            reward, return_moments, discounted_return = rollout.reward, state.return_moments, state.discounted_return
         obs, next_obs = observe(state, rollout.obs), observe(state, rollout.next_obs)
-        v_t = network.apply(state.params, next_obs, method="value")
-        advantage = jax.vmap(advantages, in_axes=(1, 1, 1, 1, 1, None, None), out_axes=1)(
-            reward, rollout.terminated, rollout.truncated,
-            rollout.extras["value"], v_t, config.gamma, config.gae_lambda,
-        )
-        flat = {
-            "obs": obs,
-            "action": rollout.extras["raw_action"] if continuous else rollout.action,
-            "log_prob": rollout.extras["log_prob"],
-            "value": rollout.extras["value"],
-            "advantage": advantage,
-            "target": advantage + rollout.extras["value"],
-        }
-        flat = jax.tree.map(lambda x: x.reshape(batch_size, *x.shape[2:]), flat)
-
-        def epoch(learner, epoch_key):
-            order = jax.random.permutation(epoch_key, batch_size)
-            minibatches = jax.tree.map(
-                lambda x: x[order].reshape(config.num_minibatches, minibatch_size, *x.shape[1:]),
-                flat,
-            )
-            return jax.lax.scan(minibatch_step, learner, minibatches)
-
-        (params, opt_state), stats = jax.lax.scan(
-            epoch, (state.params, state.opt_state), jax.random.split(key, config.num_epochs)
-        )
+        batch = training_batch(config, model, state.params, rollout, reward, obs, next_obs)
+        learner = (state.params, state.opt_state)
+        (params, opt_state), stats = minibatch_epochs(config, minibatch_step, learner, batch, key)
         metrics = jax.tree.map(jnp.mean, stats)
         obs_moments = (
             state.obs_moments.update(rollout.obs.reshape(-1, *spec.observation_shape))
             if config.normalize_observations else state.obs_moments
         )
-        if continuous:
+        if model.continuous:
             metrics["action_std"] = jnp.mean(jnp.exp(params["params"]["log_std"]))
         new_state = PPOState(params, opt_state, state.iterations + 1, obs_moments, return_moments, discounted_return)
         return new_state, metrics

@@ -21,7 +21,8 @@ observation (read with the memory after that step).
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+import functools
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +31,7 @@ import rlax
 
 from rlkit import config as cfg
 from rlkit import networks
+from rlkit.agents.dqn import require_discrete_actions
 from rlkit.networks import RecurrentQNetwork, activation_fn, zero_memory
 from rlkit.torsos import check_torso, torso_fields
 from rlkit.types import (
@@ -150,83 +152,107 @@ def n_step_double_q_td(
     return jax.lax.stop_gradient(h(returns)) - q_taken
 
 
-def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent:
-    """Build R2D2 for ``spec`` (discrete actions)."""
-    del total_steps
-    if spec.action_kind != "discrete":
-        raise ValueError(
-            f"agent r2d2: needs a discrete action space, but the environment's is {spec.action_kind} "
-            f"(shape ({spec.num_actions},)); use ppo or recurrent_ppo for it"
-        )
-    network = RecurrentQNetwork(
-        spec.num_actions, config.memory_size, config.hidden_sizes, config.activation, config.core, config.dueling,
-        **torso_fields(config.torso, spec),
-    )
-    optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate, eps=1e-3))
-    steps_per_iteration = config.num_envs * config.num_steps
-    target_every = max(1, config.target_update_freq // steps_per_iteration) * config.updates_per_rollout
-    decaying = optax.linear_schedule(
-        config.epsilon_start, config.epsilon_end, max(1, config.epsilon_decay_steps // steps_per_iteration)
-    )
+class RecurrentQ(NamedTuple):
+    """R2D2's recurrent Q-network, unrolled over stored sequences from their first memory."""
 
-    def epsilon(state, batch_size: int) -> jax.Array:
-        """The exploration rate of each of ``batch_size`` environments."""
-        if not config.epsilon_per_env:
-            return jnp.full((batch_size,), decaying(state.grad_steps // config.updates_per_rollout))
-        position = jnp.arange(batch_size) / max(batch_size - 1, 1)
-        return config.epsilon_base ** (1 + config.epsilon_alpha * position)
+    network: RecurrentQNetwork
+    core: str
+    memory_size: int
+    burn_in: int
 
-    def init_carry(batch_size: int):
-        return zero_memory(config.core, config.memory_size, batch_size)
+    def init_carry(self, batch_size: int):
+        """The zero memory of ``batch_size`` environments."""
+        return zero_memory(self.core, self.memory_size, batch_size)
 
-    def init(key):
-        params = network.init(key, init_carry(1), jnp.zeros((1, *spec.observation_shape), jnp.float32))
-        return R2D2State(params, params, optimizer.init(params), jnp.zeros((), jnp.int32))
-
-    def act(state, observation, memory, key, deterministic=False):
-        next_memory, q = network.apply(state.params, memory, observation)
-        greedy = jnp.argmax(q, axis=-1)
-        extras = {"memory": memory}
-        if deterministic:
-            return ActOutput(greedy, next_memory, extras)
-        action = epsilon_greedy(key, greedy, epsilon(state, greedy.shape[0]), spec.num_actions)
-        return ActOutput(action, next_memory, extras)
-
-    def q_values(params, memory, obs, next_obs, starts):
+    def q_values(self, params, memory, obs: jax.Array, next_obs: jax.Array, starts: jax.Array):
         """Q of each step's observation and next observation ``[L, B, A]``; the first ``burn_in`` steps
         only warm the memory up, without gradient."""
-        step = lambda m, o: network.apply(params, m, o)  # noqa: E731
-        fresh = init_carry(obs.shape[1])
-        b = config.burn_in
+        step = lambda m, o: self.network.apply(params, m, o)  # noqa: E731
+        fresh = self.init_carry(obs.shape[1])
+        b = self.burn_in
         if b:
             _, memory_after = networks.unroll(step, memory, obs[:b], starts[:b], fresh)
             memory = jax.lax.stop_gradient(jax.tree.map(lambda m: m[-1], memory_after))
         q, memory_after = networks.unroll(step, memory, obs[b:], starts[b:], fresh)
         flat = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731
-        _, q_next = network.apply(params, jax.tree.map(flat, memory_after), flat(next_obs[b:]))
+        _, q_next = self.network.apply(params, jax.tree.map(flat, memory_after), flat(next_obs[b:]))
         return q, q_next.reshape(q.shape)
 
-    def loss_fn(params, target_params, sequences: Trajectory, weights):
-        memory = jax.tree.map(lambda m: m[0], sequences.extras["memory"])
-        starts = episode_starts(sequences)
-        q, q_next = q_values(params, memory, sequences.obs, sequences.next_obs, starts)
-        _, q_next_target = q_values(target_params, memory, sequences.obs, sequences.next_obs, starts)
-        learned = slice(config.burn_in, None)
-        td = jax.vmap(n_step_double_q_td, in_axes=(1, 1, 1, 1, 1, 1, 1, None, None, None), out_axes=1)(
-            q, sequences.action[learned], jax.lax.stop_gradient(q_next), q_next_target, sequences.reward[learned],
-            sequences.terminated[learned], sequences.truncated[learned], config.gamma, config.n_step,
-            config.value_rescaling,
-        )
-        per_sequence = 0.5 * jnp.mean(jnp.square(td), axis=0)
-        loss = jnp.mean(per_sequence if weights is None else weights * per_sequence)
-        abs_td = jnp.abs(td)
-        priorities = config.priority_eta * jnp.max(abs_td, 0) + (1 - config.priority_eta) * jnp.mean(abs_td, 0)
-        return loss, {"loss": loss, "q_mean": jnp.mean(q), "priorities": jax.lax.stop_gradient(priorities) + 1e-6}
+
+def recurrent_q(config: Config, spec: EnvSpec) -> RecurrentQ:
+    """The MLP, the core and the (dueling) Q head for ``spec``'s actions."""
+    network = RecurrentQNetwork(
+        spec.num_actions, config.memory_size, config.hidden_sizes, config.activation, config.core, config.dueling,
+        **torso_fields(config.torso, spec),
+    )
+    return RecurrentQ(network, config.core, config.memory_size, config.burn_in)
+
+
+def sequence_loss(params, target_params, sequences: Trajectory, weights, *, config: Config,
+                  model: RecurrentQ) -> tuple[jax.Array, dict]:
+    """The n-step double-Q TD loss after the burn-in, per sequence weighted, and each sequence's priority
+    (``priority_eta`` x max + (1 - ``priority_eta``) x mean of its |TD errors|)."""
+    memory = jax.tree.map(lambda m: m[0], sequences.extras["memory"])
+    starts = episode_starts(sequences)
+    q, q_next = model.q_values(params, memory, sequences.obs, sequences.next_obs, starts)
+    _, q_next_target = model.q_values(target_params, memory, sequences.obs, sequences.next_obs, starts)
+    learned = slice(config.burn_in, None)
+    td = jax.vmap(n_step_double_q_td, in_axes=(1, 1, 1, 1, 1, 1, 1, None, None, None), out_axes=1)(
+        q, sequences.action[learned], jax.lax.stop_gradient(q_next), q_next_target, sequences.reward[learned],
+        sequences.terminated[learned], sequences.truncated[learned], config.gamma, config.n_step,
+        config.value_rescaling,
+    )
+    per_sequence = 0.5 * jnp.mean(jnp.square(td), axis=0)
+    loss = jnp.mean(per_sequence if weights is None else weights * per_sequence)
+    abs_td = jnp.abs(td)
+    priorities = config.priority_eta * jnp.max(abs_td, 0) + (1 - config.priority_eta) * jnp.mean(abs_td, 0)
+    return loss, {"loss": loss, "q_mean": jnp.mean(q), "priorities": jax.lax.stop_gradient(priorities) + 1e-6}
+
+
+def exploration(config: Config) -> Callable[[jax.Array, int], jax.Array]:
+    """``epsilon(grad_steps, batch_size)``: each environment's exploration rate, decaying with the updates
+    (or, with ``epsilon_per_env``, Ape-X's fixed rate per environment)."""
+    steps_per_iteration = config.num_envs * config.num_steps
+    decaying = optax.linear_schedule(
+        config.epsilon_start, config.epsilon_end, max(1, config.epsilon_decay_steps // steps_per_iteration)
+    )
+
+    def epsilon(grad_steps: jax.Array, batch_size: int) -> jax.Array:
+        if not config.epsilon_per_env:
+            return jnp.full((batch_size,), decaying(grad_steps // config.updates_per_rollout))
+        position = jnp.arange(batch_size) / max(batch_size - 1, 1)
+        return config.epsilon_base ** (1 + config.epsilon_alpha * position)
+
+    return epsilon
+
+
+def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent:
+    """Build R2D2 for ``spec`` (discrete actions)."""
+    del total_steps
+    require_discrete_actions(config, spec, alternatives="recurrent_ppo or ppo")
+    model = recurrent_q(config, spec)
+    optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate, eps=1e-3))
+    target_every = max(1, config.target_update_freq // (config.num_envs * config.num_steps)) * config.updates_per_rollout
+    epsilon = exploration(config)
+    loss_grad = jax.grad(functools.partial(sequence_loss, config=config, model=model), has_aux=True)
+
+    def init(key):
+        params = model.network.init(key, model.init_carry(1), jnp.zeros((1, *spec.observation_shape), jnp.float32))
+        return R2D2State(params, params, optimizer.init(params), jnp.zeros((), jnp.int32))
+
+    def act(state, observation, memory, key, deterministic=False):
+        next_memory, q = model.network.apply(state.params, memory, observation)
+        greedy = jnp.argmax(q, axis=-1)
+        extras = {"memory": memory}
+        if deterministic:
+            return ActOutput(greedy, next_memory, extras)
+        action = epsilon_greedy(key, greedy, epsilon(state.grad_steps, greedy.shape[0]), spec.num_actions)
+        return ActOutput(action, next_memory, extras)
 
     def update(state, batch, key):
         del key
         sequences, weights = split_weights(batch)
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, state.target_params, sequences, weights)
+        grads, metrics = loss_grad(state.params, state.target_params, sequences, weights)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         count = state.grad_steps + 1
@@ -236,4 +262,4 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
             metrics.pop("priorities")
         return R2D2State(params, target_params, opt_state, count), metrics
 
-    return Agent(init=init, act=act, update=update, init_carry=init_carry)
+    return Agent(init=init, act=act, update=update, init_carry=model.init_carry)

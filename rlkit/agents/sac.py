@@ -17,6 +17,7 @@ Log-probabilities are those of the squashed action in ``[-1, 1]``, before the re
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, NamedTuple, Protocol
 
 import jax
@@ -26,7 +27,7 @@ import optax
 import rlax
 
 from rlkit import config as cfg
-from rlkit.networks import ContinuousQNetwork, SquashedGaussianActor, activation_fn
+from rlkit.networks import ActorAndCritic, ContinuousQNetwork, SquashedGaussianActor, activation_fn
 from rlkit.torsos import check_torso, torso_fields
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Transition, split_weights
 
@@ -119,29 +120,86 @@ class CriticPenalty(Protocol):
     def __call__(self, q: Callable, policy: Callable, batch: Transition, key: jax.Array) -> tuple[jax.Array, dict]: ...
 
 
+def networks(config: Config, spec: EnvSpec) -> ActorAndCritic:
+    """The squashed Gaussian actor and the critic for ``spec``'s actions (continuous, with finite bounds)."""
+    center, half = cfg.continuous_bounds(spec, "sac")
+    torso = torso_fields(config.torso, spec)
+    return ActorAndCritic(
+        SquashedGaussianActor(spec.num_actions, config.hidden_sizes, config.activation, **torso),
+        ContinuousQNetwork(config.hidden_sizes, config.activation, **torso),
+        center, half,
+    )
+
+
+def sample_policy(nets: ActorAndCritic, actor_params, obs: jax.Array, key) -> tuple[jax.Array, jax.Array]:
+    """An action of the policy in ``[-1, 1]`` units and its log-probability."""
+    return squashed_sample(*nets.actor.apply(actor_params, obs), key)
+
+
+def sac_loss(params, target_params, batch: Transition, weights, key, *, config: Config, nets: ActorAndCritic,
+             critic_penalty: CriticPenalty | None = None) -> tuple[jax.Array, dict]:
+    """The critics' soft TD loss, the actor's loss and the temperature's, summed; each trains its own
+    parameters (the others' enter through ``stop_gradient``)."""
+    next_key, pi_key = jax.random.split(key)
+    alpha = jnp.exp(jax.lax.stop_gradient(params["log_alpha"]))
+    actor_params = jax.lax.stop_gradient(params["actor"])
+
+    # Critics: soft TD targets from the target critics and a fresh next action.
+    next_action, next_log_prob = sample_policy(nets, actor_params, batch.obs_t, next_key)
+    v_t = jnp.min(nets.critics(target_params, batch.obs_t, next_action), axis=0) - alpha * next_log_prob
+    q_tm1 = nets.critics(params["critic"], batch.obs_tm1, nets.unit_action(batch.action_tm1))
+    td = jax.vmap(jax.vmap(rlax.td_learning), in_axes=(0, None, None, None))(
+        q_tm1, batch.reward_t, batch.discount_t, v_t
+    )
+    critic_loss = 0.5 * jnp.sum(jnp.mean(td**2 if weights is None else weights * td**2, axis=-1))
+    penalty_metrics = {}
+    if critic_penalty is not None:
+        penalty, penalty_metrics = critic_penalty(
+            lambda obs, action: nets.critics(params["critic"], obs, action),
+            lambda obs, k: sample_policy(nets, actor_params, obs, k),
+            batch._replace(action_tm1=nets.unit_action(batch.action_tm1)), jax.random.fold_in(key, 1),
+        )
+        critic_loss = critic_loss + penalty
+
+    # Actor: maximize min Q - alpha * log pi against the critics before this step.
+    action, log_prob = sample_policy(nets, params["actor"], batch.obs_tm1, pi_key)
+    q_pi = jnp.min(nets.critics(jax.lax.stop_gradient(params["critic"]), batch.obs_tm1, action), axis=0)
+    actor_loss = jnp.mean(alpha * log_prob - q_pi)
+
+    # Temperature: move the entropy (-log pi) towards the target.
+    target_entropy = -config.target_entropy_scale * batch.action_tm1.shape[-1]  # per action dimension
+    alpha_loss = -params["log_alpha"] * jnp.mean(jax.lax.stop_gradient(log_prob) + target_entropy)
+    loss = critic_loss + actor_loss + (alpha_loss if config.autotune else 0.0)
+    return loss, {
+        "loss": critic_loss,
+        "actor_loss": actor_loss,
+        "alpha": alpha,
+        "entropy": -jnp.mean(log_prob),
+        "q_mean": jnp.mean(q_tm1),
+        **penalty_metrics,
+        **({"priorities": jax.lax.stop_gradient(jnp.mean(jnp.abs(td), 0)) + 1e-6} if config.prioritized else {}),
+    }
+
+
 def make(
     config: Config, spec: EnvSpec, total_steps: int | None = None, critic_penalty: CriticPenalty | None = None
 ) -> Agent:
     """Build SAC for ``spec`` (continuous actions with finite bounds); ``critic_penalty`` joins the critic loss."""
     del total_steps  # no schedules
-    center, half = cfg.continuous_bounds(spec, "sac")
-    action_dim = spec.num_actions
-
-    torso = torso_fields(config.torso, spec)
-    actor = SquashedGaussianActor(action_dim, config.hidden_sizes, config.activation, **torso)
-    critic = ContinuousQNetwork(config.hidden_sizes, config.activation, **torso)
-    critics = jax.vmap(critic.apply, in_axes=(0, None, None))  # [num_critics, B]
+    nets = networks(config, spec)
     optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate))
-    target_entropy = -config.target_entropy_scale * action_dim
+    loss_grad = jax.grad(
+        functools.partial(sac_loss, config=config, nets=nets, critic_penalty=critic_penalty), has_aux=True
+    )
 
     def init(key):
         actor_key, critic_key = jax.random.split(key)
         obs = jnp.zeros((1, *spec.observation_shape), jnp.float32)
-        critic_params = jax.vmap(critic.init, in_axes=(0, None, None))(
-            jax.random.split(critic_key, config.num_critics), obs, jnp.zeros((1, action_dim))
+        critic_params = jax.vmap(nets.critic.init, in_axes=(0, None, None))(
+            jax.random.split(critic_key, config.num_critics), obs, jnp.zeros((1, spec.num_actions))
         )
         params = {
-            "actor": actor.init(actor_key, obs),
+            "actor": nets.actor.init(actor_key, obs),
             "critic": critic_params,
             "log_alpha": jnp.log(jnp.asarray(config.init_alpha, jnp.float32)),
         }
@@ -149,59 +207,19 @@ def make(
         return SACState(params, critic_params, opt_state, jnp.zeros((), jnp.int32))
 
     def act(state, observation, carry, key, deterministic=False):
-        mean, log_std = actor.apply(state.params["actor"], observation)
+        mean, log_std = nets.actor.apply(state.params["actor"], observation)
         if deterministic:
-            return ActOutput(center + half * jnp.tanh(mean), carry, {})
+            return ActOutput(nets.env_action(jnp.tanh(mean)), carry, {})
         sample_key, warmup_key = jax.random.split(key)
         action, _ = squashed_sample(mean, log_std, sample_key)
         if config.random_warmup:
             uniform = jax.random.uniform(warmup_key, action.shape, minval=-1.0, maxval=1.0)
             action = jnp.where(state.grad_steps == 0, uniform, action)
-        return ActOutput(center + half * action, carry, {})
-
-    def loss_fn(params, target_params, batch: Transition, weights, key):
-        next_key, pi_key = jax.random.split(key)
-        alpha = jnp.exp(jax.lax.stop_gradient(params["log_alpha"]))
-        actor_params = jax.lax.stop_gradient(params["actor"])
-
-        # Critics: soft TD targets from the target critics and a fresh next action.
-        next_action, next_log_prob = squashed_sample(*actor.apply(actor_params, batch.obs_t), next_key)
-        v_t = jnp.min(critics(target_params, batch.obs_t, next_action), axis=0) - alpha * next_log_prob
-        q_tm1 = critics(params["critic"], batch.obs_tm1, (batch.action_tm1 - center) / half)
-        td = jax.vmap(jax.vmap(rlax.td_learning), in_axes=(0, None, None, None))(
-            q_tm1, batch.reward_t, batch.discount_t, v_t
-        )
-        critic_loss = 0.5 * jnp.sum(jnp.mean(td**2 if weights is None else weights * td**2, axis=-1))
-        penalty_metrics = {}
-        if critic_penalty is not None:
-            penalty, penalty_metrics = critic_penalty(
-                lambda obs, action: critics(params["critic"], obs, action),
-                lambda obs, k: squashed_sample(*actor.apply(actor_params, obs), k),
-                batch._replace(action_tm1=(batch.action_tm1 - center) / half), jax.random.fold_in(key, 1),
-            )
-            critic_loss = critic_loss + penalty
-
-        # Actor: maximize min Q - alpha * log pi against the critics before this step.
-        action, log_prob = squashed_sample(*actor.apply(params["actor"], batch.obs_tm1), pi_key)
-        q_pi = jnp.min(critics(jax.lax.stop_gradient(params["critic"]), batch.obs_tm1, action), axis=0)
-        actor_loss = jnp.mean(alpha * log_prob - q_pi)
-
-        # Temperature: move the entropy (-log pi) towards the target.
-        alpha_loss = -params["log_alpha"] * jnp.mean(jax.lax.stop_gradient(log_prob) + target_entropy)
-        loss = critic_loss + actor_loss + (alpha_loss if config.autotune else 0.0)
-        return loss, {
-            "loss": critic_loss,
-            "actor_loss": actor_loss,
-            "alpha": alpha,
-            "entropy": -jnp.mean(log_prob),
-            "q_mean": jnp.mean(q_tm1),
-            **penalty_metrics,
-            **({"priorities": jax.lax.stop_gradient(jnp.mean(jnp.abs(td), 0)) + 1e-6} if config.prioritized else {}),
-        }
+        return ActOutput(nets.env_action(action), carry, {})
 
     def update(state, batch, key):
         batch, weights = split_weights(batch)
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, state.target_params, batch, weights, key)
+        grads, metrics = loss_grad(state.params, state.target_params, batch, weights, key)
         params, opt_state = {}, {}
         for name in state.params:
             updates, opt_state[name] = optimizer.update(grads[name], state.opt_state[name], state.params[name])

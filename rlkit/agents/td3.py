@@ -21,6 +21,7 @@ to the actor's action. All noise scales are fractions of the action range's half
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax
@@ -29,7 +30,7 @@ import optax
 import rlax
 
 from rlkit import config as cfg
-from rlkit.networks import ContinuousQNetwork, DeterministicActor, activation_fn
+from rlkit.networks import ActorAndCritic, ContinuousQNetwork, DeterministicActor, activation_fn
 from rlkit.torsos import check_torso, torso_fields
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Transition, split_weights
 
@@ -120,84 +121,107 @@ def experience(config: Config) -> ExperienceSpec:
     )
 
 
+def networks(config: Config, spec: EnvSpec) -> ActorAndCritic:
+    """The actor and the critic (a scalar, or ``num_atoms`` logits with ``distribution="categorical"``)."""
+    name = type(config).__module__.rsplit(".", 1)[-1]  # td3, ddpg, d4pg
+    center, half = cfg.continuous_bounds(spec, name)
+    torso = torso_fields(config.torso, spec)
+    atoms = config.num_atoms if config.distribution == "categorical" else 0
+    return ActorAndCritic(
+        DeterministicActor(spec.num_actions, config.hidden_sizes, config.activation, **torso),
+        ContinuousQNetwork(config.hidden_sizes, config.activation, atoms, **torso),
+        center, half,
+    )
+
+
+def expected_value(config: Config, out: jax.Array) -> jax.Array:
+    """The critic's value: the mean of its categorical distribution, or the scalar itself."""
+    if config.distribution != "categorical":
+        return out
+    return jnp.sum(jax.nn.softmax(out) * jnp.linspace(config.v_min, config.v_max, config.num_atoms), axis=-1)
+
+
+def smoothed_target_action(config: Config, nets: ActorAndCritic, target_params, obs_t: jax.Array, key) -> jax.Array:
+    """The target actor's action with clipped Gaussian noise (target policy smoothing), in ``[-1, 1]``."""
+    next_action = nets.actor.apply(target_params["actor"], obs_t)
+    smoothing = jnp.clip(
+        config.target_noise * jax.random.normal(key, next_action.shape),
+        -config.target_noise_clip, config.target_noise_clip,
+    )
+    return jnp.clip(next_action + smoothing, -1.0, 1.0)
+
+
+def critic_loss(critic_params, target_params, batch: Transition, weights, key, *, config: Config,
+                nets: ActorAndCritic) -> tuple[jax.Array, dict]:
+    """Every critic's TD loss to the minimum of the target critics (summed over critics), or D4PG's."""
+    next_action = smoothed_target_action(config, nets, target_params, batch.obs_t, key)
+    if config.distribution == "categorical":
+        return categorical_critic_loss(critic_params, target_params, batch, weights, next_action,
+                                       config=config, nets=nets)
+    v_t = jnp.min(nets.critics(target_params["critic"], batch.obs_t, next_action), axis=0)
+    q_tm1 = nets.critics(critic_params, batch.obs_tm1, nets.unit_action(batch.action_tm1))
+    td = jax.vmap(jax.vmap(rlax.td_learning), in_axes=(0, None, None, None))(
+        q_tm1, batch.reward_t, batch.discount_t, v_t
+    )
+    loss = 0.5 * jnp.sum(jnp.mean(td**2 if weights is None else weights * td**2, axis=-1))
+    metrics = {"loss": loss, "q_mean": jnp.mean(q_tm1)}
+    if config.prioritized:
+        metrics["priorities"] = jax.lax.stop_gradient(jnp.mean(jnp.abs(td), 0)) + 1e-6
+    return loss, metrics
+
+
+def categorical_critic_loss(critic_params, target_params, batch: Transition, weights, next_action, *,
+                            config: Config, nets: ActorAndCritic) -> tuple[jax.Array, dict]:
+    """D4PG's critic loss: cross-entropy to the target distribution projected onto the atoms."""
+    atoms = jnp.linspace(config.v_min, config.v_max, config.num_atoms)
+    logits_t = nets.critics(target_params["critic"], batch.obs_t, next_action)[0]
+    logits_tm1 = nets.critics(critic_params, batch.obs_tm1, nets.unit_action(batch.action_tm1))[0]
+    per_item = jax.vmap(rlax.categorical_td_learning, in_axes=(None, 0, 0, 0, None, 0))(
+        atoms, logits_tm1, batch.reward_t, batch.discount_t, atoms, logits_t
+    )
+    loss = jnp.mean(per_item if weights is None else weights * per_item)
+    metrics = {"loss": loss, "q_mean": jnp.mean(expected_value(config, logits_tm1))}
+    if config.prioritized:
+        metrics["priorities"] = jax.lax.stop_gradient(per_item) + 1e-6
+    return loss, metrics
+
+
+def actor_loss(actor_params, critic_params, batch: Transition, *, config: Config, nets: ActorAndCritic) -> jax.Array:
+    """Minus the first critic's value of the actor's actions (deterministic policy gradient)."""
+    first_critic = jax.tree.map(lambda p: p[0], critic_params)
+    out = nets.critic.apply(first_critic, batch.obs_tm1, nets.actor.apply(actor_params, batch.obs_tm1))
+    return -jnp.mean(expected_value(config, out))
+
+
 def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent:
     """Build TD3 (or DDPG) for ``spec`` (continuous actions with finite bounds)."""
     del total_steps  # no schedules
-    name = type(config).__module__.rsplit(".", 1)[-1]  # td3, ddpg, d4pg
-    center, half = cfg.continuous_bounds(spec, name)
-    action_dim = spec.num_actions
-    categorical = config.distribution == "categorical"
-    atoms = jnp.linspace(config.v_min, config.v_max, config.num_atoms)
-
-    def expected(out):
-        """The critic's value: the mean of its distribution, or the scalar itself."""
-        return jnp.sum(jax.nn.softmax(out) * atoms, axis=-1) if categorical else out
-
-    torso = torso_fields(config.torso, spec)
-    actor = DeterministicActor(action_dim, config.hidden_sizes, config.activation, **torso)
-    critic = ContinuousQNetwork(config.hidden_sizes, config.activation, config.num_atoms if categorical else 0, **torso)
-    critics = jax.vmap(critic.apply, in_axes=(0, None, None))  # [num_critics, B]
+    nets = networks(config, spec)
     optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate))
+    critic_grad = jax.grad(functools.partial(critic_loss, config=config, nets=nets), has_aux=True)
+    actor_value_and_grad = jax.value_and_grad(functools.partial(actor_loss, config=config, nets=nets))
 
     def init(key):
         actor_key, critic_key = jax.random.split(key)
         obs = jnp.zeros((1, *spec.observation_shape), jnp.float32)
         params = {
-            "actor": actor.init(actor_key, obs),
-            "critic": jax.vmap(critic.init, in_axes=(0, None, None))(
-                jax.random.split(critic_key, config.num_critics), obs, jnp.zeros((1, action_dim))
+            "actor": nets.actor.init(actor_key, obs),
+            "critic": jax.vmap(nets.critic.init, in_axes=(0, None, None))(
+                jax.random.split(critic_key, config.num_critics), obs, jnp.zeros((1, spec.num_actions))
             ),
         }
         opt_state = {name: optimizer.init(p) for name, p in params.items()}
         return TD3State(params, params, opt_state, jnp.zeros((), jnp.int32))
 
     def act(state, observation, carry, key, deterministic=False):
-        action = actor.apply(state.params["actor"], observation)
+        action = nets.actor.apply(state.params["actor"], observation)
         if not deterministic:
             noise_key, warmup_key = jax.random.split(key)
             action = jnp.clip(rlax.add_gaussian_noise(noise_key, action, config.exploration_noise), -1.0, 1.0)
             if config.random_warmup:
                 uniform = jax.random.uniform(warmup_key, action.shape, minval=-1.0, maxval=1.0)
                 action = jnp.where(state.grad_steps == 0, uniform, action)
-        return ActOutput(center + half * action, carry, {})
-
-    def critic_loss(critic_params, target_params, batch: Transition, weights, key):
-        next_action = actor.apply(target_params["actor"], batch.obs_t)
-        smoothing = jnp.clip(
-            config.target_noise * jax.random.normal(key, next_action.shape),
-            -config.target_noise_clip, config.target_noise_clip,
-        )
-        next_action = jnp.clip(next_action + smoothing, -1.0, 1.0)
-        if categorical:
-            return categorical_critic_loss(critic_params, target_params, batch, weights, next_action)
-        v_t = jnp.min(critics(target_params["critic"], batch.obs_t, next_action), axis=0)
-        q_tm1 = critics(critic_params, batch.obs_tm1, (batch.action_tm1 - center) / half)
-        td = jax.vmap(jax.vmap(rlax.td_learning), in_axes=(0, None, None, None))(
-            q_tm1, batch.reward_t, batch.discount_t, v_t
-        )
-        loss = 0.5 * jnp.sum(jnp.mean(td**2 if weights is None else weights * td**2, axis=-1))
-        metrics = {"loss": loss, "q_mean": jnp.mean(q_tm1)}
-        if config.prioritized:
-            metrics["priorities"] = jax.lax.stop_gradient(jnp.mean(jnp.abs(td), 0)) + 1e-6
-        return loss, metrics
-
-    def categorical_critic_loss(critic_params, target_params, batch: Transition, weights, next_action):
-        """D4PG's critic loss: cross-entropy to the target distribution projected onto the atoms."""
-        logits_t = critics(target_params["critic"], batch.obs_t, next_action)[0]
-        logits_tm1 = critics(critic_params, batch.obs_tm1, (batch.action_tm1 - center) / half)[0]
-        per_item = jax.vmap(rlax.categorical_td_learning, in_axes=(None, 0, 0, 0, None, 0))(
-            atoms, logits_tm1, batch.reward_t, batch.discount_t, atoms, logits_t
-        )
-        loss = jnp.mean(per_item if weights is None else weights * per_item)
-        metrics = {"loss": loss, "q_mean": jnp.mean(expected(logits_tm1))}
-        if config.prioritized:
-            metrics["priorities"] = jax.lax.stop_gradient(per_item) + 1e-6
-        return loss, metrics
-
-    def actor_loss(actor_params, critic_params, batch: Transition):
-        first_critic = jax.tree.map(lambda p: p[0], critic_params)
-        out = critic.apply(first_critic, batch.obs_tm1, actor.apply(actor_params, batch.obs_tm1))
-        return -jnp.mean(expected(out))
+        return ActOutput(nets.env_action(action), carry, {})
 
     def step(params, grads, opt_state):
         updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -205,7 +229,7 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
 
     def policy_update(state: TD3State, batch: Transition):
         """The delayed half: one actor step against the new critics, then Polyak targets."""
-        loss, grads = jax.value_and_grad(actor_loss)(state.params["actor"], state.params["critic"], batch)
+        loss, grads = actor_value_and_grad(state.params["actor"], state.params["critic"], batch)
         actor_params, actor_opt = step(state.params["actor"], grads, state.opt_state["actor"])
         params = {**state.params, "actor": actor_params}
         target_params = optax.incremental_update(params, state.target_params, config.tau)
@@ -217,9 +241,7 @@ def make(config: Config, spec: EnvSpec, total_steps: int | None = None) -> Agent
 
     def update(state, batch, key):
         batch, weights = split_weights(batch)
-        grads, metrics = jax.grad(critic_loss, has_aux=True)(
-            state.params["critic"], state.target_params, batch, weights, key
-        )
+        grads, metrics = critic_grad(state.params["critic"], state.target_params, batch, weights, key)
         critic_params, critic_opt = step(state.params["critic"], grads, state.opt_state["critic"])
         count = state.grad_steps + 1
         state = TD3State(
