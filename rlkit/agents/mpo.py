@@ -34,9 +34,9 @@ import optax
 import rlax
 
 from rlkit import config as cfg
-from rlkit.agents import td3
-from rlkit.networks import ActorAndCritic, ContinuousQNetwork, SquashedGaussianActor, activation_fn
-from rlkit.torsos import check_torso, torso_fields
+from rlkit.agents import sac, td3
+from rlkit.networks import ActorAndCritic, activation_fn
+from rlkit.torsos import check_torso
 from rlkit.types import ActOutput, Agent, EnvSpec, ExperienceSpec, Transition, split_weights
 
 
@@ -131,14 +131,8 @@ def sampled_q_values(nets: ActorAndCritic, critic_params, obs: jax.Array, action
 
 
 def networks(config: Config, spec: EnvSpec) -> ActorAndCritic:
-    """The policy and the critic for ``spec``'s actions (continuous, with finite bounds)."""
-    center, half = cfg.continuous_bounds(spec, "mpo")
-    torso = torso_fields(config.torso, spec)
-    return ActorAndCritic(
-        SquashedGaussianActor(spec.num_actions, config.hidden_sizes, config.activation, **torso),
-        ContinuousQNetwork(config.hidden_sizes, config.activation, **torso),
-        center, half,
-    )
+    """SAC's actor and critic: MPO reads the actor's outputs as a ``tanh`` mean and a deviation, unsquashed."""
+    return sac.networks(config, spec, agent="mpo")
 
 
 def critic_loss(critic_params, target_params, batch: Transition, weights, key, *, config: Config,

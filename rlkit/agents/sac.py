@@ -120,9 +120,10 @@ class CriticPenalty(Protocol):
     def __call__(self, q: Callable, policy: Callable, batch: Transition, key: jax.Array) -> tuple[jax.Array, dict]: ...
 
 
-def networks(config: Config, spec: EnvSpec) -> ActorAndCritic:
-    """The squashed Gaussian actor and the critic for ``spec``'s actions (continuous, with finite bounds)."""
-    center, half = cfg.continuous_bounds(spec, "sac")
+def networks(config: Config, spec: EnvSpec, agent: str = "sac") -> ActorAndCritic:
+    """The squashed Gaussian actor and the critic for ``spec``'s actions (continuous, with finite bounds;
+    otherwise a ValueError naming ``agent``)."""
+    center, half = cfg.continuous_bounds(spec, agent)
     torso = torso_fields(config.torso, spec)
     return ActorAndCritic(
         SquashedGaussianActor(spec.num_actions, config.hidden_sizes, config.activation, **torso),

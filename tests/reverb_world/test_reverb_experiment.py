@@ -79,13 +79,14 @@ def test_sac_through_reverb_balances_dm_control_cartpole(reverb_module):
     from rlkit.loops.reverb_experiment import train_with_reverb
 
     # Acme's quickstart task: 1,000-step episodes, a uniform policy returns about 400. Training stops at
-    # the first evaluation (4 greedy episodes, every 5,000 steps) averaging >= 850, at 50k steps at most.
-    # The host loop is not bit-deterministic (Reverb samples from threads): with 2 episodes, one run
-    # stopped at 10k steps on 892.9 and its policy then averaged 781.8 over 5 fresh episodes.
+    # the first evaluation (4 greedy episodes, every 5,000 steps) averaging >= 900, at 50k steps at most.
+    # The host loop is not bit-deterministic (Reverb samples from threads), and a policy that has just
+    # reached the bar can still drop episodes: stopping at 850 instead, one CI run stopped at 15k steps on
+    # 896.4 and its policy then averaged 730.4 over 5 fresh episodes (two near 955, three near 580).
     config = presets.config_for("sac", "dm_control:cartpole-balance")
     result = train_with_reverb(
         sac, config, "dm_control:cartpole-balance", total_steps=50_000, seed=0, eval_every=5_000,
-        eval_episodes=4, stop_at_return=850, final_eval_episodes=5,
+        eval_episodes=4, stop_at_return=900, final_eval_episodes=5,
     )
     assert result["env_steps"] <= 50_000
     assert result["final_return"] >= 800, (result["final_returns"], result["evaluations"])
